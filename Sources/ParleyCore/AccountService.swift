@@ -1,0 +1,138 @@
+import Crypto
+import Foundation
+import Synchronization
+
+/// Hashes and checks passwords (bcrypt in production). Implementations must not block the
+/// cooperative thread pool.
+public protocol PasswordHasher: Sendable {
+    func hash(_ password: String) async throws -> String
+    func verify(_ password: String, against hash: String) async throws -> Bool
+}
+
+/// Issues short-lived access tokens for a session.
+public protocol AccessTokenIssuer: Sendable {
+    /// Lifetime of an issued token, in seconds.
+    var lifetimeSeconds: Int { get }
+    func issue(userID: UUID, sessionID: UUID, now: Date) async throws -> String
+}
+
+public struct AuthTokens: Sendable {
+    public var accessToken: String
+    public var refreshToken: String
+    public var expiresIn: Int
+    public var session: Session
+}
+
+/// Registration, login, refresh-token rotation and logout.
+public struct AccountService: Sendable {
+    public let store: any ChatStore
+    public let hasher: any PasswordHasher
+    public let issuer: any AccessTokenIssuer
+    public let limits: Limits
+    public let refreshLifetimeSeconds: Int
+    private let dummyHash = DummyHash()
+
+    public init(store: any ChatStore, hasher: any PasswordHasher, issuer: any AccessTokenIssuer, limits: Limits, refreshLifetimeSeconds: Int) {
+        self.store = store
+        self.hasher = hasher
+        self.issuer = issuer
+        self.limits = limits
+        self.refreshLifetimeSeconds = refreshLifetimeSeconds
+    }
+
+    public func register(username: String, email: String, password: String, displayName: String?, now: Date = .now) async throws -> (User, AuthTokens) {
+        let username = try Validation.username(username)
+        let email = try Validation.email(email)
+        try Validation.password(password, limits: limits)
+        let displayName = try Validation.displayName(displayName, fallback: username)
+        let hash = try await hasher.hash(password)
+        let user = try await store.createUser(
+            NewUser(username: username, email: email, displayName: displayName, passwordHash: hash, createdAt: now)
+        )
+        return (user, try await startSession(for: user, now: now))
+    }
+
+    public func login(_ login: String, password: String, now: Date = .now) async throws -> (User, AuthTokens) {
+        let key = login.trimmingCharacters(in: .whitespaces).lowercased()
+        guard !key.isEmpty, key.utf8.count <= 254, password.utf8.count <= limits.maxPasswordBytes,
+            let credentials = try await store.credentials(login: key)
+        else {
+            // Spend the same time as a real check so response times do not reveal which logins exist.
+            _ = try? await hasher.verify(password, against: await dummyHash.value(hasher))
+            throw Self.badCredentials
+        }
+        guard try await hasher.verify(password, against: credentials.passwordHash) else {
+            throw Self.badCredentials
+        }
+        return (credentials.user, try await startSession(for: credentials.user, now: now))
+    }
+
+    public func refresh(token: String, now: Date = .now) async throws -> AuthTokens {
+        let newToken = Self.makeRefreshToken()
+        let outcome = try await store.rotateRefreshToken(
+            presentedHash: Self.hashRefreshToken(token),
+            newHash: Self.hashRefreshToken(newToken),
+            now: now
+        )
+        switch outcome {
+        case .rotated(let session):
+            let access = try await issuer.issue(userID: session.userID, sessionID: session.id, now: now)
+            return AuthTokens(accessToken: access, refreshToken: newToken, expiresIn: issuer.lifetimeSeconds, session: session)
+        case .reused:
+            throw ParleyError.unauthenticated("Refresh token was already used; the session has been revoked.", code: "refresh_token_reused")
+        case .invalid:
+            throw ParleyError.unauthenticated("Refresh token is invalid or expired.", code: "invalid_refresh_token")
+        }
+    }
+
+    public func logout(sessionID: UUID, now: Date = .now) async throws {
+        try await store.revokeSession(id: sessionID, now: now)
+    }
+
+    private func startSession(for user: User, now: Date) async throws -> AuthTokens {
+        let refresh = Self.makeRefreshToken()
+        let session = try await store.createSession(
+            id: .v7(now: now),
+            userID: user.id,
+            refreshTokenHash: Self.hashRefreshToken(refresh),
+            expiresAt: now.addingTimeInterval(TimeInterval(refreshLifetimeSeconds)),
+            now: now
+        )
+        let access = try await issuer.issue(userID: user.id, sessionID: session.id, now: now)
+        return AuthTokens(accessToken: access, refreshToken: refresh, expiresIn: issuer.lifetimeSeconds, session: session)
+    }
+
+    static let badCredentials = ParleyError.unauthenticated("Login or password is incorrect.", code: "invalid_credentials")
+
+    /// 256 random bits, base64url without padding.
+    public static func makeRefreshToken() -> String {
+        let key = SymmetricKey(size: .bits256)
+        return key.withUnsafeBytes { Data($0) }.base64URLEncoded()
+    }
+
+    /// Only this hash is stored, so a leaked database does not leak usable refresh tokens.
+    public static func hashRefreshToken(_ token: String) -> String {
+        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// A real bcrypt hash of a throwaway password, computed once, for constant-time failed logins.
+private final class DummyHash: Sendable {
+    private let cached = Mutex<String?>(nil)
+
+    func value(_ hasher: any PasswordHasher) async -> String {
+        if let value = cached.withLock({ $0 }) { return value }
+        let value = (try? await hasher.hash("parley-dummy-password")) ?? ""
+        cached.withLock { $0 = value }
+        return value
+    }
+}
+
+extension Data {
+    public func base64URLEncoded() -> String {
+        base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+}

@@ -1,0 +1,201 @@
+import Foundation
+
+/// Conversations and messages, with authorization: every operation checks the caller's
+/// membership and role. A caller who is not a member sees `conversation_not_found`, never data.
+public struct ChatService: Sendable {
+    public let store: any ChatStore
+    public let hasher: any PasswordHasher
+    public let limits: Limits
+
+    public init(store: any ChatStore, hasher: any PasswordHasher, limits: Limits) {
+        self.store = store
+        self.hasher = hasher
+        self.limits = limits
+    }
+
+    // MARK: Conversations
+
+    public func createDirect(caller: UUID, with other: UUID, now: Date = .now) async throws -> (Conversation, created: Bool) {
+        guard other != caller else {
+            throw ParleyError.invalid("A direct conversation needs another user.", code: "invalid_user_id")
+        }
+        guard try await store.user(id: other) != nil else { throw ParleyError.userNotFound }
+        return try await store.findOrCreateDirectConversation(between: caller, and: other, now: now)
+    }
+
+    public func createGroup(caller: UUID, name: String, memberIDs: [UUID], passcode: String?, now: Date = .now) async throws -> Conversation {
+        let name = try Validation.groupName(name, limits: limits)
+        let others = try await existingUsers(memberIDs.filter { $0 != caller })
+        guard others.count + 1 <= limits.maxGroupMembers else {
+            throw ParleyError.invalid("A group holds at most \(limits.maxGroupMembers) members.", code: "group_full")
+        }
+        let passcodeHash = try await hashPasscode(passcode)
+        return try await store.createGroup(id: .v7(now: now), name: name, ownerID: caller, memberIDs: others, passcodeHash: passcodeHash, now: now)
+    }
+
+    public func conversation(caller: UUID, id: UUID) async throws -> Conversation {
+        guard let conversation = try await store.conversation(id: id), conversation.member(caller) != nil else {
+            throw ParleyError.conversationNotFound
+        }
+        return conversation
+    }
+
+    public func conversations(caller: UUID) async throws -> [Conversation] {
+        try await store.conversations(for: caller, limit: limits.maxConversationsListed)
+    }
+
+    /// Renames a group and/or sets (`.some(string)`) or clears (`.some(nil)`) its passcode. Admins and the owner.
+    public func updateGroup(caller: UUID, id: UUID, name: String?, passcode: String??, now: Date = .now) async throws -> Conversation {
+        let conversation = try await self.conversation(caller: caller, id: id)
+        try requireGroup(conversation)
+        try require(conversation, caller, atLeast: .admin, action: "change this group")
+        let name = try name.map { try Validation.groupName($0, limits: limits) }
+        var passcodeHash: String?? = nil
+        if let passcode {
+            passcodeHash = .some(try await hashPasscode(passcode))
+        }
+        guard let updated = try await store.updateGroup(id: id, name: name, passcodeHash: passcodeHash, now: now) else {
+            throw ParleyError.conversationNotFound
+        }
+        return updated
+    }
+
+    /// Deletes a group and all its messages. The owner only.
+    public func deleteConversation(caller: UUID, id: UUID) async throws {
+        let conversation = try await self.conversation(caller: caller, id: id)
+        try requireGroup(conversation)
+        try require(conversation, caller, atLeast: .owner, action: "delete this group")
+        try await store.deleteConversation(id: id)
+    }
+
+    public func addMembers(caller: UUID, id: UUID, userIDs: [UUID], now: Date = .now) async throws -> Conversation {
+        let conversation = try await self.conversation(caller: caller, id: id)
+        try requireGroup(conversation)
+        try require(conversation, caller, atLeast: .admin, action: "add members")
+        guard !userIDs.isEmpty else { throw ParleyError.invalid("userIds must not be empty.", code: "invalid_user_ids") }
+        let newIDs = try await existingUsers(userIDs).filter { conversation.member($0) == nil }
+        guard conversation.members.count + newIDs.count <= limits.maxGroupMembers else {
+            throw ParleyError.invalid("A group holds at most \(limits.maxGroupMembers) members.", code: "group_full")
+        }
+        _ = try await store.addMembers(conversationID: id, userIDs: newIDs, role: .member, now: now)
+        return try await self.conversation(caller: caller, id: id)
+    }
+
+    /// Removes `userID`: the caller leaving, or an admin removing someone of lower rank.
+    public func removeMember(caller: UUID, id: UUID, userID: UUID, now: Date = .now) async throws {
+        let conversation = try await self.conversation(caller: caller, id: id)
+        try requireGroup(conversation)
+        guard let target = conversation.member(userID) else {
+            throw ParleyError.notFound("That user is not a member of this conversation.", code: "member_not_found")
+        }
+        if userID != caller {
+            let role = conversation.member(caller)?.role ?? .member
+            guard role >= .admin, target.role < role else {
+                throw ParleyError.forbidden("Your role does not allow removing this member.", code: "insufficient_role")
+            }
+        }
+        try await store.removeMember(conversationID: id, userID: userID, now: now)
+    }
+
+    /// Promotes or demotes a member. The owner only; ownership itself is not transferable this way.
+    public func setRole(caller: UUID, id: UUID, userID: UUID, role: MemberRole) async throws -> Conversation {
+        let conversation = try await self.conversation(caller: caller, id: id)
+        try requireGroup(conversation)
+        try require(conversation, caller, atLeast: .owner, action: "change roles")
+        guard role != .owner else { throw ParleyError.invalid("role must be \"admin\" or \"member\".", code: "invalid_role") }
+        guard let target = conversation.member(userID) else {
+            throw ParleyError.notFound("That user is not a member of this conversation.", code: "member_not_found")
+        }
+        guard target.role != .owner else { throw ParleyError.forbidden("The owner's role cannot be changed.", code: "insufficient_role") }
+        try await store.setRole(conversationID: id, userID: userID, role: role)
+        return try await self.conversation(caller: caller, id: id)
+    }
+
+    /// Joins a passcode-protected group. Members get the conversation back unchanged.
+    public func join(caller: UUID, id: UUID, passcode: String, now: Date = .now) async throws -> Conversation {
+        guard let conversation = try await store.conversation(id: id), conversation.type == .group else {
+            throw ParleyError.conversationNotFound
+        }
+        if conversation.member(caller) != nil { return conversation }
+        guard let hash = try await store.passcodeHash(conversationID: id) else {
+            throw ParleyError.forbidden("This group can only be joined by invitation.", code: "join_not_allowed")
+        }
+        guard passcode.utf8.count <= limits.maxPasscodeBytes, try await hasher.verify(passcode, against: hash) else {
+            throw ParleyError.forbidden("The passcode is incorrect.", code: "wrong_passcode")
+        }
+        guard conversation.members.count < limits.maxGroupMembers else {
+            throw ParleyError.invalid("A group holds at most \(limits.maxGroupMembers) members.", code: "group_full")
+        }
+        _ = try await store.addMembers(conversationID: id, userIDs: [caller], role: .member, now: now)
+        return try await self.conversation(caller: caller, id: id)
+    }
+
+    // MARK: Messages
+
+    public func send(caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, now: Date = .now) async throws -> SendResult {
+        try Validation.messageBody(body, limits: limits)
+        let clientMsgID = try Validation.clientMsgID(clientMsgID, limits: limits)
+        // The store re-checks membership inside the write transaction; a non-member gets the same 404.
+        return try await store.send(
+            SendRequest(conversationID: conversationID, senderID: caller, clientMsgID: clientMsgID, body: body, messageID: .v7(now: now), createdAt: now)
+        )
+    }
+
+    public func messages(caller: UUID, conversationID: UUID, cursor: PageCursor, limit: Int?) async throws -> MessagePage {
+        let limit = try Validation.pageLimit(limit, limits: limits)
+        switch cursor {
+        case .before(let seq) where seq < 1, .after(let seq) where seq < 0:
+            throw ParleyError.invalid("before must be ≥ 1 and after ≥ 0.", code: "invalid_cursor")
+        default: break
+        }
+        try await requireMember(caller, conversationID)
+        return try await store.messages(conversationID: conversationID, cursor: cursor, limit: limit)
+    }
+
+    /// Moves the caller's read (or delivered) watermark forward; returns the resulting value.
+    @discardableResult
+    public func advance(_ kind: Watermark, caller: UUID, conversationID: UUID, seq: Int64) async throws -> Int64 {
+        guard seq >= 0 else { throw ParleyError.invalid("seq must be ≥ 0.", code: "invalid_seq") }
+        try await requireMember(caller, conversationID)
+        return try await store.advanceWatermark(kind, conversationID: conversationID, userID: caller, to: seq)
+    }
+
+    // MARK: Helpers
+
+    private func requireMember(_ caller: UUID, _ conversationID: UUID) async throws {
+        guard try await store.member(conversationID: conversationID, userID: caller) != nil else {
+            throw ParleyError.conversationNotFound
+        }
+    }
+
+    private func requireGroup(_ conversation: Conversation) throws {
+        guard conversation.type == .group else {
+            throw ParleyError.invalid("Only group conversations support this operation.", code: "not_a_group")
+        }
+    }
+
+    private func require(_ conversation: Conversation, _ caller: UUID, atLeast role: MemberRole, action: String) throws {
+        guard let member = conversation.member(caller), member.role >= role else {
+            throw ParleyError.forbidden("Only a group \(role.rawValue) can \(action).", code: "insufficient_role")
+        }
+    }
+
+    /// De-duplicated ids, all of which must name existing users.
+    private func existingUsers(_ ids: [UUID]) async throws -> [UUID] {
+        var seen = Set<UUID>()
+        let unique = ids.filter { seen.insert($0).inserted }
+        guard unique.count <= limits.maxMemberIDsPerRequest else {
+            throw ParleyError.invalid("At most \(limits.maxMemberIDsPerRequest) user ids per request.", code: "too_many_user_ids")
+        }
+        guard !unique.isEmpty else { return [] }
+        let found = Set(try await store.users(ids: unique).map(\.id))
+        guard found.count == unique.count else { throw ParleyError.userNotFound }
+        return unique
+    }
+
+    private func hashPasscode(_ passcode: String?) async throws -> String? {
+        guard let passcode else { return nil }
+        try Validation.passcode(passcode, limits: limits)
+        return try await hasher.hash(passcode)
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+
+/// The source of truth: users, sessions, conversations, members and messages.
+///
+/// Adapters: `SQLiteChatStore` (embedded) and, later, a PostgreSQL store. Every adapter runs the
+/// same conformance suite (`Tests/ChatStoreConformanceTests`). Authorization is the domain's job
+/// (`ChatService`); the store only enforces integrity (uniqueness, membership on send, gapless seq).
+public protocol ChatStore: Sendable {
+    // MARK: Users
+
+    /// Inserts a user. Throws `conflict` with code `username_taken` or `email_taken`.
+    func createUser(_ user: NewUser) async throws -> User
+    func user(id: UUID) async throws -> User?
+    /// Looks a user up by username or email (both stored lower-cased).
+    func credentials(login: String) async throws -> UserCredentials?
+    /// Users whose username or display name starts with / contains `query`, usernames first.
+    func searchUsers(query: String, limit: Int) async throws -> [User]
+    func users(ids: [UUID]) async throws -> [User]
+
+    // MARK: Sessions
+
+    func createSession(id: UUID, userID: UUID, refreshTokenHash: String, expiresAt: Date, now: Date) async throws -> Session
+    func session(id: UUID) async throws -> Session?
+    /// Spends `presentedHash` and stores `newHash` as the session's current refresh token.
+    /// Presenting a token that was already spent revokes the whole session.
+    func rotateRefreshToken(presentedHash: String, newHash: String, now: Date) async throws -> RefreshOutcome
+    func revokeSession(id: UUID, now: Date) async throws
+
+    // MARK: Conversations
+
+    /// Returns the direct conversation between the two users, creating it if needed.
+    func findOrCreateDirectConversation(between a: UUID, and b: UUID, now: Date) async throws -> (Conversation, created: Bool)
+    /// Creates a group; `ownerID` becomes its owner, `memberIDs` plain members.
+    func createGroup(id: UUID, name: String, ownerID: UUID, memberIDs: [UUID], passcodeHash: String?, now: Date) async throws -> Conversation
+    func conversation(id: UUID) async throws -> Conversation?
+    /// The conversations `userID` is a member of, newest activity first.
+    func conversations(for userID: UUID, limit: Int) async throws -> [Conversation]
+    func member(conversationID: UUID, userID: UUID) async throws -> Member?
+    func passcodeHash(conversationID: UUID) async throws -> String?
+    /// Updates a group's name and/or passcode hash; `.some(nil)` clears the passcode.
+    func updateGroup(id: UUID, name: String?, passcodeHash: String??, now: Date) async throws -> Conversation?
+    func deleteConversation(id: UUID) async throws
+    /// Adds members with `role`; existing members are left as they are. Returns the users actually added.
+    func addMembers(conversationID: UUID, userIDs: [UUID], role: MemberRole, now: Date) async throws -> [UUID]
+    /// Removes a member. If the owner leaves, the longest-standing admin (else member) becomes owner;
+    /// a group left empty is deleted.
+    func removeMember(conversationID: UUID, userID: UUID, now: Date) async throws
+    func setRole(conversationID: UUID, userID: UUID, role: MemberRole) async throws
+
+    // MARK: Messages
+
+    /// Appends a message durably. Dedupes on (conversation, sender, clientMsgId): a replay returns
+    /// the stored original with `replayed == true`. Throws `notFound` if the sender is not a member.
+    /// Adapters group-commit concurrent sends into shared transactions.
+    func send(_ request: SendRequest) async throws -> SendResult
+    /// Messages in ascending seq order.
+    func messages(conversationID: UUID, cursor: PageCursor, limit: Int) async throws -> MessagePage
+    /// Moves a member's watermark forward (never back), clamped to the conversation's lastSeq.
+    /// Moving `read` also moves `delivered` up to it. Returns the resulting watermark.
+    func advanceWatermark(_ kind: Watermark, conversationID: UUID, userID: UUID, to seq: Int64) async throws -> Int64
+
+    // MARK: Operations
+
+    /// Cheap round trip used by readiness checks.
+    func ping() async throws
+}

@@ -1,0 +1,226 @@
+import Foundation
+
+public struct User: Sendable, Equatable, Codable {
+    public var id: UUID
+    public var username: String
+    public var email: String
+    public var displayName: String
+    public var createdAt: Date
+
+    public init(id: UUID, username: String, email: String, displayName: String, createdAt: Date) {
+        self.id = id
+        self.username = username
+        self.email = email
+        self.displayName = displayName
+        self.createdAt = createdAt
+    }
+}
+
+/// A user together with the password hash, only for the login path.
+public struct UserCredentials: Sendable {
+    public var user: User
+    public var passwordHash: String
+
+    public init(user: User, passwordHash: String) {
+        self.user = user
+        self.passwordHash = passwordHash
+    }
+}
+
+public struct NewUser: Sendable {
+    public var id: UUID
+    public var username: String
+    public var email: String
+    public var displayName: String
+    public var passwordHash: String
+    public var createdAt: Date
+
+    public init(id: UUID = .v7(), username: String, email: String, displayName: String, passwordHash: String, createdAt: Date = .now) {
+        self.id = id
+        self.username = username
+        self.email = email
+        self.displayName = displayName
+        self.passwordHash = passwordHash
+        self.createdAt = createdAt
+    }
+}
+
+/// A login session: one refresh-token family.
+public struct Session: Sendable, Equatable {
+    public var id: UUID
+    public var userID: UUID
+    public var createdAt: Date
+    public var expiresAt: Date
+    public var revokedAt: Date?
+
+    public init(id: UUID, userID: UUID, createdAt: Date, expiresAt: Date, revokedAt: Date?) {
+        self.id = id
+        self.userID = userID
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+        self.revokedAt = revokedAt
+    }
+
+    public func isActive(at now: Date) -> Bool { revokedAt == nil && expiresAt > now }
+}
+
+public enum RefreshOutcome: Sendable, Equatable {
+    /// The presented token was current; it is now spent and the new one is stored.
+    case rotated(Session)
+    /// The presented token had already been rotated: the whole session was revoked.
+    case reused
+    /// Unknown token, or its session is expired or revoked.
+    case invalid
+}
+
+public enum ConversationType: String, Sendable, Codable {
+    case direct
+    case group
+}
+
+public enum MemberRole: String, Sendable, Codable, Comparable {
+    case owner
+    case admin
+    case member
+
+    var rank: Int {
+        switch self {
+        case .owner: 2
+        case .admin: 1
+        case .member: 0
+        }
+    }
+
+    public static func < (lhs: MemberRole, rhs: MemberRole) -> Bool { lhs.rank < rhs.rank }
+}
+
+public struct Member: Sendable, Equatable {
+    public var userID: UUID
+    public var role: MemberRole
+    public var readSeq: Int64
+    public var deliveredSeq: Int64
+    public var joinedAt: Date
+
+    public init(userID: UUID, role: MemberRole, readSeq: Int64, deliveredSeq: Int64, joinedAt: Date) {
+        self.userID = userID
+        self.role = role
+        self.readSeq = readSeq
+        self.deliveredSeq = deliveredSeq
+        self.joinedAt = joinedAt
+    }
+}
+
+public struct Conversation: Sendable, Equatable {
+    public var id: UUID
+    public var type: ConversationType
+    public var name: String?
+    public var hasPasscode: Bool
+    public var lastSeq: Int64
+    public var lastMessage: Message?
+    public var members: [Member]
+    public var createdAt: Date
+    public var updatedAt: Date
+
+    public init(
+        id: UUID,
+        type: ConversationType,
+        name: String?,
+        hasPasscode: Bool,
+        lastSeq: Int64,
+        lastMessage: Message?,
+        members: [Member],
+        createdAt: Date,
+        updatedAt: Date
+    ) {
+        self.id = id
+        self.type = type
+        self.name = name
+        self.hasPasscode = hasPasscode
+        self.lastSeq = lastSeq
+        self.lastMessage = lastMessage
+        self.members = members
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+
+    public func member(_ userID: UUID) -> Member? { members.first { $0.userID == userID } }
+
+    /// Messages after the viewer's read watermark.
+    public func unreadCount(for userID: UUID) -> Int64 {
+        max(0, lastSeq - (member(userID)?.readSeq ?? lastSeq))
+    }
+}
+
+public struct Message: Sendable, Equatable, Codable {
+    public var id: UUID
+    public var conversationID: UUID
+    public var seq: Int64
+    public var senderID: UUID
+    public var body: String
+    public var clientMsgID: String?
+    public var createdAt: Date
+
+    public init(id: UUID, conversationID: UUID, seq: Int64, senderID: UUID, body: String, clientMsgID: String?, createdAt: Date) {
+        self.id = id
+        self.conversationID = conversationID
+        self.seq = seq
+        self.senderID = senderID
+        self.body = body
+        self.clientMsgID = clientMsgID
+        self.createdAt = createdAt
+    }
+}
+
+/// A request to append one message; the store assigns the seq.
+public struct SendRequest: Sendable {
+    public var conversationID: UUID
+    public var senderID: UUID
+    public var clientMsgID: String?
+    public var body: String
+    public var messageID: UUID
+    public var createdAt: Date
+
+    public init(conversationID: UUID, senderID: UUID, clientMsgID: String?, body: String, messageID: UUID = .v7(), createdAt: Date = .now) {
+        self.conversationID = conversationID
+        self.senderID = senderID
+        self.clientMsgID = clientMsgID
+        self.body = body
+        self.messageID = messageID
+        self.createdAt = createdAt
+    }
+}
+
+public struct SendResult: Sendable, Equatable {
+    public var message: Message
+    /// True when the clientMsgId had been seen: `message` is the original and nothing new was written.
+    public var replayed: Bool
+
+    public init(message: Message, replayed: Bool) {
+        self.message = message
+        self.replayed = replayed
+    }
+}
+
+public struct MessagePage: Sendable, Equatable {
+    public var messages: [Message]
+    public var hasMore: Bool
+
+    public init(messages: [Message], hasMore: Bool) {
+        self.messages = messages
+        self.hasMore = hasMore
+    }
+}
+
+public enum PageCursor: Sendable, Equatable {
+    /// The newest messages.
+    case latest
+    /// Messages with seq < value, the newest of them.
+    case before(Int64)
+    /// Messages with seq > value, the oldest of them.
+    case after(Int64)
+}
+
+public enum Watermark: String, Sendable {
+    case read
+    case delivered
+}

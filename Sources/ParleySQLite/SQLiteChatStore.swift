@@ -1,0 +1,456 @@
+import Foundation
+import GRDB
+import Logging
+import ParleyCore
+
+/// The embedded `ChatStore`: one SQLite file in WAL mode through a GRDB `DatabasePool`
+/// (one writer, concurrent readers). Sends go through a `GroupCommitQueue`, so many messages
+/// share one transaction under load.
+public final class SQLiteChatStore: ChatStore {
+    public struct Configuration: Sendable {
+        /// Path of the database file; `data/parley.sqlite` under the data directory by default.
+        public var path: String
+        /// `FULL` makes every commit survive power loss; `NORMAL` only process crashes.
+        public var synchronousFull: Bool = true
+        /// Page cache per connection, in KiB.
+        public var cacheSizeKiB: Int = 32_768
+        public var maxReaders: Int = 4
+
+        public init(path: String, synchronousFull: Bool = true) {
+            self.path = path
+            self.synchronousFull = synchronousFull
+        }
+    }
+
+    let pool: DatabasePool
+    private let logger: Logger
+    private let sendQueue: GroupCommitQueue<SendRequest, SendResult>
+
+    public init(configuration: Configuration, logger: Logger) throws {
+        var config = GRDB.Configuration()
+        config.maximumReaderCount = configuration.maxReaders
+        config.busyMode = .timeout(10)
+        let cacheSize = configuration.cacheSizeKiB
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA cache_size = -\(cacheSize)")
+        }
+        let directory = (configuration.path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        let pool = try DatabasePool(path: configuration.path, configuration: config)
+        self.pool = pool
+        self.logger = logger
+        // GRDB sets synchronous=NORMAL on the writer after prepareDatabase; choose durability now.
+        let synchronous = configuration.synchronousFull ? "FULL" : "NORMAL"
+        try pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+        }
+        self.sendQueue = GroupCommitQueue(name: "sqlite_send") { requests in
+            try await pool.write { db in
+                requests.map { request in
+                    Result { try Self.append(request, db: db) }
+                }
+            }
+        }
+        try SQLiteSchema.migrator.migrate(pool)
+        logger.info("SQLite store ready", metadata: ["parley.sqlite_path": "\(configuration.path)", "parley.synchronous": "\(synchronous)"])
+    }
+
+    public func close() throws {
+        try pool.close()
+    }
+
+    // MARK: Users
+
+    public func createUser(_ user: NewUser) async throws -> User {
+        try await pool.write { db in
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM users WHERE username = ?", arguments: [user.username]) != nil {
+                throw ParleyError.conflict("That username is taken.", code: "username_taken")
+            }
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM users WHERE email = ?", arguments: [user.email]) != nil {
+                throw ParleyError.conflict("That email address is already registered.", code: "email_taken")
+            }
+            try db.execute(
+                sql: "INSERT INTO users (id, username, email, display_name, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [user.id.lowercased, user.username, user.email, user.displayName, user.passwordHash, user.createdAt.millis]
+            )
+        }
+        return User(id: user.id, username: user.username, email: user.email, displayName: user.displayName, createdAt: user.createdAt.truncatedToMillis)
+    }
+
+    public func user(id: UUID) async throws -> User? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT \(Self.userColumns) FROM users WHERE id = ?", arguments: [id.lowercased]).map(Self.user)
+        }
+    }
+
+    public func credentials(login: String) async throws -> UserCredentials? {
+        try await pool.read { db in
+            let column = login.contains("@") ? "email" : "username"
+            return try Row.fetchOne(
+                db,
+                sql: "SELECT \(Self.userColumns), password_hash FROM users WHERE \(column) = ?",
+                arguments: [login.lowercased()]
+            ).map { UserCredentials(user: Self.user($0), passwordHash: $0["password_hash"]) }
+        }
+    }
+
+    public func searchUsers(query: String, limit: Int) async throws -> [User] {
+        let pattern = Self.likePattern(query.lowercased())
+        return try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT \(Self.userColumns) FROM users
+                    WHERE username LIKE ? ESCAPE '\\' OR display_name LIKE ? ESCAPE '\\'
+                    ORDER BY (username LIKE ? ESCAPE '\\') DESC, username
+                    LIMIT ?
+                    """,
+                arguments: ["%" + pattern + "%", "%" + pattern + "%", pattern + "%", limit]
+            ).map(Self.user)
+        }
+    }
+
+    public func users(ids: [UUID]) async throws -> [User] {
+        guard !ids.isEmpty else { return [] }
+        return try await pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT \(Self.userColumns) FROM users WHERE id IN (\(Self.placeholders(ids.count)))",
+                arguments: StatementArguments(ids.map(\.lowercased))
+            ).map(Self.user)
+        }
+    }
+
+    // MARK: Sessions
+
+    public func createSession(id: UUID, userID: UUID, refreshTokenHash: String, expiresAt: Date, now: Date) async throws -> Session {
+        try await pool.write { db in
+            try db.execute(
+                sql: "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                arguments: [id.lowercased, userID.lowercased, now.millis, expiresAt.millis]
+            )
+            try db.execute(
+                sql: "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (?, ?, ?)",
+                arguments: [refreshTokenHash, id.lowercased, now.millis]
+            )
+        }
+        return Session(id: id, userID: userID, createdAt: now.truncatedToMillis, expiresAt: expiresAt.truncatedToMillis, revokedAt: nil)
+    }
+
+    public func session(id: UUID) async throws -> Session? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE id = ?", arguments: [id.lowercased]).map(Self.session)
+        }
+    }
+
+    public func rotateRefreshToken(presentedHash: String, newHash: String, now: Date) async throws -> RefreshOutcome {
+        try await pool.write { db in
+            guard
+                let row = try Row.fetchOne(
+                    db,
+                    sql: """
+                        SELECT t.spent_at, s.* FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                        WHERE t.hash = ?
+                        """,
+                    arguments: [presentedHash]
+                )
+            else { return .invalid }
+            let session = Self.session(row)
+            guard session.isActive(at: now) else { return .invalid }
+            if (row["spent_at"] as Int64?) != nil {
+                try db.execute(sql: "UPDATE sessions SET revoked_at = ? WHERE id = ?", arguments: [now.millis, session.id.lowercased])
+                return .reused
+            }
+            try db.execute(sql: "UPDATE refresh_tokens SET spent_at = ? WHERE hash = ?", arguments: [now.millis, presentedHash])
+            try db.execute(
+                sql: "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (?, ?, ?)",
+                arguments: [newHash, session.id.lowercased, now.millis]
+            )
+            return .rotated(session)
+        }
+    }
+
+    public func revokeSession(id: UUID, now: Date) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: "UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                arguments: [now.millis, id.lowercased]
+            )
+        }
+    }
+
+    // MARK: Conversations
+
+    public func findOrCreateDirectConversation(between a: UUID, and b: UUID, now: Date) async throws -> (Conversation, created: Bool) {
+        let key = [a.lowercased, b.lowercased].sorted().joined(separator: ":")
+        return try await pool.write { db in
+            if let id = try String.fetchOne(db, sql: "SELECT id FROM conversations WHERE direct_key = ?", arguments: [key]),
+                let existing = try Self.conversation(db, id: id)
+            {
+                return (existing, false)
+            }
+            let id = UUID.v7(now: now).lowercased
+            try db.execute(
+                sql: "INSERT INTO conversations (id, type, direct_key, created_at, updated_at) VALUES (?, 'direct', ?, ?, ?)",
+                arguments: [id, key, now.millis, now.millis]
+            )
+            for user in [a, b] {
+                try Self.insertMember(db, conversationID: id, userID: user.lowercased, role: .member, now: now)
+            }
+            guard let created = try Self.conversation(db, id: id) else { throw ParleyError.internal(detail: "direct conversation vanished") }
+            return (created, true)
+        }
+    }
+
+    public func createGroup(id: UUID, name: String, ownerID: UUID, memberIDs: [UUID], passcodeHash: String?, now: Date) async throws -> Conversation {
+        try await pool.write { db in
+            try db.execute(
+                sql: "INSERT INTO conversations (id, type, name, passcode_hash, created_at, updated_at) VALUES (?, 'group', ?, ?, ?, ?)",
+                arguments: [id.lowercased, name, passcodeHash, now.millis, now.millis]
+            )
+            try Self.insertMember(db, conversationID: id.lowercased, userID: ownerID.lowercased, role: .owner, now: now)
+            for member in memberIDs where member != ownerID {
+                try Self.insertMember(db, conversationID: id.lowercased, userID: member.lowercased, role: .member, now: now)
+            }
+            guard let created = try Self.conversation(db, id: id.lowercased) else { throw ParleyError.internal(detail: "group vanished") }
+            return created
+        }
+    }
+
+    public func conversation(id: UUID) async throws -> Conversation? {
+        try await pool.read { db in try Self.conversation(db, id: id.lowercased) }
+    }
+
+    public func conversations(for userID: UUID, limit: Int) async throws -> [Conversation] {
+        try await pool.read { db in
+            let ids = try String.fetchAll(
+                db,
+                sql: """
+                    SELECT c.id FROM members m JOIN conversations c ON c.id = m.conversation_id
+                    WHERE m.user_id = ? ORDER BY c.updated_at DESC, c.id DESC LIMIT ?
+                    """,
+                arguments: [userID.lowercased, limit]
+            )
+            return try ids.compactMap { try Self.conversation(db, id: $0) }
+        }
+    }
+
+    public func member(conversationID: UUID, userID: UUID) async throws -> Member? {
+        try await pool.read { db in
+            try Row.fetchOne(
+                db,
+                sql: "SELECT * FROM members WHERE conversation_id = ? AND user_id = ?",
+                arguments: [conversationID.lowercased, userID.lowercased]
+            ).map(Self.member)
+        }
+    }
+
+    public func passcodeHash(conversationID: UUID) async throws -> String? {
+        try await pool.read { db in
+            try String.fetchOne(db, sql: "SELECT passcode_hash FROM conversations WHERE id = ?", arguments: [conversationID.lowercased])
+        }
+    }
+
+    public func updateGroup(id: UUID, name: String?, passcodeHash: String??, now: Date) async throws -> Conversation? {
+        try await pool.write { db in
+            if let name {
+                try db.execute(sql: "UPDATE conversations SET name = ? WHERE id = ?", arguments: [name, id.lowercased])
+            }
+            if let passcodeHash {
+                try db.execute(sql: "UPDATE conversations SET passcode_hash = ? WHERE id = ?", arguments: [passcodeHash, id.lowercased])
+            }
+            return try Self.conversation(db, id: id.lowercased)
+        }
+    }
+
+    public func deleteConversation(id: UUID) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM conversations WHERE id = ?", arguments: [id.lowercased])
+        }
+    }
+
+    public func addMembers(conversationID: UUID, userIDs: [UUID], role: MemberRole, now: Date) async throws -> [UUID] {
+        try await pool.write { db in
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM conversations WHERE id = ?", arguments: [conversationID.lowercased]) != nil else {
+                throw ParleyError.conversationNotFound
+            }
+            var added: [UUID] = []
+            for user in userIDs {
+                try db.execute(
+                    sql: """
+                        INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)
+                        ON CONFLICT (conversation_id, user_id) DO NOTHING
+                        """,
+                    arguments: [conversationID.lowercased, user.lowercased, role.rawValue, now.millis]
+                )
+                if db.changesCount > 0 { added.append(user) }
+            }
+            return added
+        }
+    }
+
+    public func removeMember(conversationID: UUID, userID: UUID, now: Date) async throws {
+        let cid = conversationID.lowercased
+        try await pool.write { db in
+            let role = try String.fetchOne(
+                db,
+                sql: "DELETE FROM members WHERE conversation_id = ? AND user_id = ? RETURNING role",
+                arguments: [cid, userID.lowercased]
+            )
+            guard role == MemberRole.owner.rawValue else { return }
+            let successor = try String.fetchOne(
+                db,
+                sql: """
+                    SELECT user_id FROM members WHERE conversation_id = ?
+                    ORDER BY CASE role WHEN 'admin' THEN 0 ELSE 1 END, joined_at, user_id LIMIT 1
+                    """,
+                arguments: [cid]
+            )
+            if let successor {
+                try db.execute(
+                    sql: "UPDATE members SET role = 'owner' WHERE conversation_id = ? AND user_id = ?",
+                    arguments: [cid, successor]
+                )
+            } else {
+                try db.execute(sql: "DELETE FROM conversations WHERE id = ?", arguments: [cid])
+            }
+        }
+    }
+
+    public func setRole(conversationID: UUID, userID: UUID, role: MemberRole) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: "UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?",
+                arguments: [role.rawValue, conversationID.lowercased, userID.lowercased]
+            )
+        }
+    }
+
+    // MARK: Messages
+
+    public func send(_ request: SendRequest) async throws -> SendResult {
+        try await sendQueue.submit(request)
+    }
+
+    /// One send inside the shared transaction, in its own savepoint so that one failing send
+    /// does not undo the others.
+    static func append(_ request: SendRequest, db: Database) throws -> SendResult {
+        var result: SendResult?
+        try db.inSavepoint {
+            let cid = request.conversationID.lowercased
+            let sender = request.senderID.lowercased
+            guard
+                try Bool.fetchOne(db, sql: "SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ?", arguments: [cid, sender])
+                    != nil
+            else { throw ParleyError.conversationNotFound }
+            if let clientMsgID = request.clientMsgID,
+                let row = try Row.fetchOne(
+                    db,
+                    sql: "SELECT * FROM messages WHERE conversation_id = ? AND sender_id = ? AND client_msg_id = ?",
+                    arguments: [cid, sender, clientMsgID]
+                )
+            {
+                result = SendResult(message: message(row), replayed: true)
+                return .commit
+            }
+            guard
+                let seq = try Int64.fetchOne(
+                    db,
+                    sql: "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ? WHERE id = ? RETURNING last_seq",
+                    arguments: [request.createdAt.millis, cid]
+                )
+            else { throw ParleyError.conversationNotFound }
+            try db.execute(
+                sql: """
+                    INSERT INTO messages (conversation_id, seq, id, sender_id, body, client_msg_id, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [cid, seq, request.messageID.lowercased, sender, request.body, request.clientMsgID, request.createdAt.millis]
+            )
+            try db.execute(
+                sql: """
+                    UPDATE members SET read_seq = MAX(read_seq, ?), delivered_seq = MAX(delivered_seq, ?)
+                    WHERE conversation_id = ? AND user_id = ?
+                    """,
+                arguments: [seq, seq, cid, sender]
+            )
+            result = SendResult(
+                message: Message(
+                    id: request.messageID,
+                    conversationID: request.conversationID,
+                    seq: seq,
+                    senderID: request.senderID,
+                    body: request.body,
+                    clientMsgID: request.clientMsgID,
+                    createdAt: request.createdAt.truncatedToMillis
+                ),
+                replayed: false
+            )
+            return .commit
+        }
+        guard let result else { throw ParleyError.internal(detail: "send produced no result") }
+        return result
+    }
+
+    public func messages(conversationID: UUID, cursor: PageCursor, limit: Int) async throws -> MessagePage {
+        let cid = conversationID.lowercased
+        return try await pool.read { db in
+            let rows: [Row]
+            switch cursor {
+            case .latest:
+                rows = try Row.fetchAll(
+                    db,
+                    sql: "SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?",
+                    arguments: [cid, limit + 1]
+                )
+            case .before(let seq):
+                rows = try Row.fetchAll(
+                    db,
+                    sql: "SELECT * FROM messages WHERE conversation_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                    arguments: [cid, seq, limit + 1]
+                )
+            case .after(let seq):
+                rows = try Row.fetchAll(
+                    db,
+                    sql: "SELECT * FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
+                    arguments: [cid, seq, limit + 1]
+                )
+            }
+            var messages = rows.prefix(limit).map(Self.message)
+            if case .after = cursor {} else { messages.reverse() }
+            return MessagePage(messages: messages, hasMore: rows.count > limit)
+        }
+    }
+
+    public func advanceWatermark(_ kind: Watermark, conversationID: UUID, userID: UUID, to seq: Int64) async throws -> Int64 {
+        let cid = conversationID.lowercased
+        let sql: String
+        switch kind {
+        case .read:
+            sql = """
+                UPDATE members SET
+                    read_seq = MAX(read_seq, MIN(?1, (SELECT last_seq FROM conversations WHERE id = ?2))),
+                    delivered_seq = MAX(delivered_seq, MIN(?1, (SELECT last_seq FROM conversations WHERE id = ?2)))
+                WHERE conversation_id = ?2 AND user_id = ?3 RETURNING read_seq
+                """
+        case .delivered:
+            sql = """
+                UPDATE members SET
+                    delivered_seq = MAX(delivered_seq, MIN(?1, (SELECT last_seq FROM conversations WHERE id = ?2)))
+                WHERE conversation_id = ?2 AND user_id = ?3 RETURNING delivered_seq
+                """
+        }
+        return try await pool.write { db in
+            guard let value = try Int64.fetchOne(db, sql: sql, arguments: [seq, cid, userID.lowercased]) else {
+                throw ParleyError.conversationNotFound
+            }
+            return value
+        }
+    }
+
+    public func ping() async throws {
+        _ = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT 1") }
+    }
+}

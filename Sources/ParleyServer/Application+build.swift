@@ -1,0 +1,92 @@
+import Foundation
+import Hummingbird
+import Logging
+import ParleyCore
+import ParleySQLite
+
+/// Builds a Parley node from its configuration: the store, auth, rate limiting, every route and
+/// middleware. `parley serve` and the tests both go through here.
+public func buildApplication(configuration: ParleyConfiguration, logger: Logger) async throws -> some ApplicationProtocol {
+    _ = ParleyMetrics.registry
+    try configuration.validate()
+    try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+
+    let store = try SQLiteChatStore(
+        configuration: .init(path: configuration.databasePath, synchronousFull: configuration.sqliteSynchronousFull),
+        logger: logger
+    )
+    let secret = try configuration.jwtSecret ?? JWTSecretFile.loadOrCreate(directory: configuration.dataDirectory, logger: logger)
+    let tokens = try await JWTAccessTokens(secret: secret, lifetimeSeconds: configuration.accessTokenSeconds)
+    let hasher = BcryptPasswordHasher(cost: configuration.bcryptCost)
+    let limiter = InMemoryRateLimiter()
+    let allowedOrigins = Set(configuration.corsAllowedOrigins)
+
+    let accounts = AccountService(
+        store: store,
+        hasher: hasher,
+        issuer: tokens,
+        limits: configuration.limits,
+        refreshLifetimeSeconds: configuration.refreshTokenSeconds
+    )
+    let chat = ChatService(store: store, hasher: hasher, limits: configuration.limits)
+    let authenticator = Authenticator(tokens: tokens, store: store, csrf: OriginCheck(allowedOrigins: allowedOrigins))
+
+    let router = Router(context: ParleyRequestContext.self)
+    router.add(middleware: MetricsMiddleware())
+    router.add(middleware: LogRequestsMiddleware(.debug))
+    router.add(middleware: SecurityHeadersMiddleware(hsts: configuration.secureCookies))
+    router.add(middleware: AllowListCORSMiddleware(allowedOrigins: allowedOrigins))
+    router.add(middleware: ErrorMiddleware())
+    router.add(
+        middleware: IPRateLimitMiddleware(limiter: limiter, policy: configuration.rateLimits.ip, trustProxy: configuration.trustProxyHeaders)
+    )
+
+    OperationsController(store: store).addRoutes(to: router)
+
+    let api = router.group("api/v1")
+    AuthController(
+        accounts: accounts,
+        authenticator: authenticator,
+        limiter: limiter,
+        authPolicy: configuration.rateLimits.auth,
+        maxRequestBytes: configuration.maxRequestBytes,
+        secureCookies: configuration.secureCookies,
+        trustProxy: configuration.trustProxyHeaders
+    ).addRoutes(to: api.group("auth"))
+
+    let authenticated = api.group().add(
+        middleware: AuthMiddleware(authenticator: authenticator, limiter: limiter, policy: configuration.rateLimits.api)
+    )
+    UserController(store: store, limits: configuration.limits).addRoutes(to: authenticated.group("users"))
+    ConversationController(
+        chat: chat,
+        limiter: limiter,
+        sendPolicy: configuration.rateLimits.send,
+        maxRequestBytes: configuration.maxRequestBytes
+    ).addRoutes(to: authenticated.group("conversations"))
+
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "parley"),
+        logger: logger
+    )
+}
+
+/// The embedded mode's access-token key: generated once (512 random bits) and kept, readable by
+/// the owner only, in the data directory so that tokens survive restarts.
+enum JWTSecretFile {
+    static func loadOrCreate(directory: String, logger: Logger) throws -> String {
+        let path = (directory as NSString).appendingPathComponent("jwt-secret")
+        if let existing = try? String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+            existing.utf8.count >= 32
+        {
+            return existing
+        }
+        let secret = AccountService.makeRefreshToken() + AccountService.makeRefreshToken()
+        guard FileManager.default.createFile(atPath: path, contents: Data(secret.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw ConfigurationError("cannot write the JWT key to \(path)")
+        }
+        logger.info("generated a new JWT signing key", metadata: ["parley.path": "\(path)"])
+        return secret
+    }
+}

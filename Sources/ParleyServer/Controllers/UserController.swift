@@ -1,0 +1,35 @@
+import Hummingbird
+import ParleyCore
+
+/// `/api/v1/users`: the caller's profile and user search.
+struct UserController {
+    let store: any ChatStore
+    let limits: Limits
+
+    struct UsersResponse: Encodable {
+        var users: [UserDTO]
+    }
+
+    func addRoutes(to group: RouterGroup<ParleyRequestContext>) {
+        group.get("me", use: me)
+        group.get(use: search)
+    }
+
+    @Sendable func me(_ request: Request, context: ParleyRequestContext) async throws -> Response {
+        let identity = try context.requireIdentity()
+        guard let user = try await store.user(id: identity.userID) else { throw ParleyError.unauthenticated() }
+        return try APIJSON.response(UserDTO(user, includeEmail: true))
+    }
+
+    @Sendable func search(_ request: Request, context: ParleyRequestContext) async throws -> Response {
+        _ = try context.requireIdentity()
+        let query = (request.uri.queryParameters["query"].map(String.init) ?? "").trimmingCharacters(in: .whitespaces)
+        guard query.count <= 64 else { throw ParleyError.invalid("query must be at most 64 characters.", code: "invalid_query") }
+        let limit = try request.queryInt("limit") ?? 20
+        guard (1...limits.maxSearchResults).contains(limit) else {
+            throw ParleyError.invalid("limit must be between 1 and \(limits.maxSearchResults).", code: "invalid_limit")
+        }
+        let users = query.isEmpty ? [] : try await store.searchUsers(query: query, limit: limit)
+        return try APIJSON.response(UsersResponse(users: users.map { UserDTO($0) }))
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+import ParleyCore
+
+/// Wire shapes of the v1 API. Field names are part of the contract.
+struct UserDTO: Encodable, Sendable {
+    var id: String
+    var username: String
+    var displayName: String
+    var createdAt: Date
+    /// Only on `/users/me` and auth responses, for the caller themself.
+    var email: String?
+
+    init(_ user: User, includeEmail: Bool = false) {
+        id = user.id.lowercased
+        username = user.username
+        displayName = user.displayName
+        createdAt = user.createdAt
+        email = includeEmail ? user.email : nil
+    }
+}
+
+struct MessageDTO: Encodable, Sendable {
+    var message: Message
+
+    enum CodingKeys: String, CodingKey {
+        case id, conversationId, seq, senderId, body, clientMsgId, createdAt
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(message.id.lowercased, forKey: .id)
+        try c.encode(message.conversationID.lowercased, forKey: .conversationId)
+        try c.encode(message.seq, forKey: .seq)
+        try c.encode(message.senderID.lowercased, forKey: .senderId)
+        try c.encode(message.body, forKey: .body)
+        try c.encode(message.clientMsgID, forKey: .clientMsgId)
+        try c.encode(message.createdAt, forKey: .createdAt)
+    }
+}
+
+struct MemberDTO: Encodable, Sendable {
+    var userId: String
+    var role: MemberRole
+    var readSeq: Int64
+    var deliveredSeq: Int64
+}
+
+/// A conversation as seen by one viewer: `readSeq` and `unreadCount` are theirs.
+struct ConversationDTO: Encodable, Sendable {
+    var conversation: Conversation
+    var viewer: UUID
+
+    enum CodingKeys: String, CodingKey {
+        case id, type, name, members, lastSeq, readSeq, unreadCount, lastMessage, hasPasscode, createdAt, updatedAt
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(conversation.id.lowercased, forKey: .id)
+        try c.encode(conversation.type, forKey: .type)
+        try c.encode(conversation.name, forKey: .name)
+        try c.encode(
+            conversation.members.map { MemberDTO(userId: $0.userID.lowercased, role: $0.role, readSeq: $0.readSeq, deliveredSeq: $0.deliveredSeq) },
+            forKey: .members
+        )
+        try c.encode(conversation.lastSeq, forKey: .lastSeq)
+        try c.encode(conversation.member(viewer)?.readSeq ?? 0, forKey: .readSeq)
+        try c.encode(conversation.unreadCount(for: viewer), forKey: .unreadCount)
+        try c.encode(conversation.lastMessage.map(MessageDTO.init), forKey: .lastMessage)
+        try c.encode(conversation.hasPasscode, forKey: .hasPasscode)
+        try c.encode(conversation.createdAt, forKey: .createdAt)
+        try c.encode(conversation.updatedAt, forKey: .updatedAt)
+    }
+}
+
+struct ConversationEnvelope: Encodable, Sendable {
+    var conversation: ConversationDTO
+}
+
+struct AuthResponse: Encodable, Sendable {
+    var user: UserDTO
+    var accessToken: String
+    var refreshToken: String
+    var expiresIn: Int
+}
+
+struct TokenResponse: Encodable, Sendable {
+    var accessToken: String
+    var refreshToken: String
+    var expiresIn: Int
+}

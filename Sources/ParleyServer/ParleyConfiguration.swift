@@ -1,0 +1,132 @@
+import Foundation
+import Logging
+import ParleyCore
+
+/// Everything a node needs to start, read once at launch (defaults ← `PARLEY_*` environment ← flags).
+/// Defaults are safe for a laptop; no secret has a default.
+public struct ParleyConfiguration: Sendable {
+    public enum LogFormat: String, Sendable, CaseIterable {
+        case text
+        case json
+    }
+
+    public struct RateLimits: Sendable {
+        /// Login and register, per client IP.
+        public var auth = RateLimitPolicy(name: "auth", burst: 10, perSecond: 0.2)
+        /// Every authenticated API call, per user.
+        public var api = RateLimitPolicy(name: "api", burst: 200, perSecond: 50)
+        /// Message sends, per user.
+        public var send = RateLimitPolicy(name: "send", burst: 100, perSecond: 30)
+        /// Every request, per client IP.
+        public var ip = RateLimitPolicy(name: "ip", burst: 500, perSecond: 200)
+
+        public init() {}
+
+        /// Limits high enough to never trigger; for load tests and test suites.
+        public static var unlimited: RateLimits {
+            var limits = RateLimits()
+            for keyPath in [\RateLimits.auth, \.api, \.send, \.ip] {
+                limits[keyPath: keyPath].burst = 1_000_000
+                limits[keyPath: keyPath].perSecond = 1_000_000
+            }
+            return limits
+        }
+    }
+
+    public var host = "127.0.0.1"
+    public var port = 8080
+    /// Holds the SQLite database and the generated JWT key.
+    public var dataDirectory = "./data"
+    /// `FULL`: every acknowledged message survives power loss. `NORMAL`: survives process crashes.
+    public var sqliteSynchronousFull = true
+    public var logLevel: Logger.Level = .info
+    public var logFormat: LogFormat = .text
+    /// HS256 key for access tokens (≥ 32 bytes). When unset, a random key is generated once and kept
+    /// in the data directory.
+    public var jwtSecret: String?
+    public var accessTokenSeconds = 900
+    public var refreshTokenSeconds = 30 * 24 * 3600
+    public var bcryptCost = 12
+    /// Mark cookies `Secure` (set when serving over TLS or behind a TLS-terminating proxy).
+    public var secureCookies = false
+    /// Trust `X-Forwarded-For` / `X-Real-IP` from a reverse proxy for the client IP.
+    public var trustProxyHeaders = false
+    /// Origins allowed for cross-origin requests (CORS) and cookie-authenticated unsafe requests.
+    public var corsAllowedOrigins: [String] = []
+    /// Largest request body in bytes.
+    public var maxRequestBytes = 64 * 1024
+    public var limits = Limits()
+    public var rateLimits = RateLimits()
+
+    public init() {}
+
+    var databasePath: String { (dataDirectory as NSString).appendingPathComponent("parley.sqlite") }
+
+    /// Applies `PARLEY_*` variables over the current values. Unparsable values are reported, not ignored.
+    public mutating func apply(environment: [String: String]) throws {
+        func value(_ name: String) -> String? { environment["PARLEY_" + name].flatMap { $0.isEmpty ? nil : $0 } }
+        func int(_ name: String) throws -> Int? {
+            guard let raw = value(name) else { return nil }
+            guard let parsed = Int(raw) else { throw ConfigurationError("PARLEY_\(name) must be an integer, got \"\(raw)\"") }
+            return parsed
+        }
+        func bool(_ name: String) throws -> Bool? {
+            guard let raw = value(name)?.lowercased() else { return nil }
+            switch raw {
+            case "1", "true", "yes", "on": return true
+            case "0", "false", "no", "off": return false
+            default: throw ConfigurationError("PARLEY_\(name) must be true or false, got \"\(raw)\"")
+            }
+        }
+        if let v = value("HOST") { host = v }
+        if let v = try int("PORT") { port = v }
+        if let v = value("DATA_DIR") { dataDirectory = v }
+        if let v = value("SQLITE_SYNCHRONOUS") {
+            switch v.lowercased() {
+            case "full": sqliteSynchronousFull = true
+            case "normal": sqliteSynchronousFull = false
+            default: throw ConfigurationError("PARLEY_SQLITE_SYNCHRONOUS must be full or normal")
+            }
+        }
+        if let v = value("LOG_LEVEL") {
+            guard let level = Logger.Level(rawValue: v.lowercased()) else { throw ConfigurationError("PARLEY_LOG_LEVEL is not a log level: \(v)") }
+            logLevel = level
+        }
+        if let v = value("LOG_FORMAT") {
+            guard let format = LogFormat(rawValue: v.lowercased()) else { throw ConfigurationError("PARLEY_LOG_FORMAT must be text or json") }
+            logFormat = format
+        }
+        if let v = value("JWT_SECRET") { jwtSecret = v }
+        if let v = try int("ACCESS_TOKEN_SECONDS") { accessTokenSeconds = v }
+        if let v = try int("REFRESH_TOKEN_SECONDS") { refreshTokenSeconds = v }
+        if let v = try int("BCRYPT_COST") { bcryptCost = v }
+        if let v = try bool("SECURE_COOKIES") { secureCookies = v }
+        if let v = try bool("TRUST_PROXY") { trustProxyHeaders = v }
+        if let v = value("CORS_ORIGINS") {
+            corsAllowedOrigins = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        if let v = try int("MAX_REQUEST_BYTES") { maxRequestBytes = v }
+        if let v = try int("MAX_MESSAGE_BYTES") { limits.maxMessageBytes = v }
+        if let v = try bool("RATE_LIMITS"), !v { rateLimits = .unlimited }
+    }
+
+    /// Rejects values that would make the node insecure or unable to work.
+    public func validate() throws {
+        guard (0...65535).contains(port) else { throw ConfigurationError("port must be 0–65535") }
+        guard (4...31).contains(bcryptCost) else { throw ConfigurationError("bcrypt cost must be 4–31") }
+        if let jwtSecret, jwtSecret.utf8.count < 32 {
+            throw ConfigurationError("the JWT secret must be at least 32 bytes")
+        }
+        guard accessTokenSeconds >= 30, refreshTokenSeconds > accessTokenSeconds else {
+            throw ConfigurationError("token lifetimes: access ≥ 30 s and refresh longer than access")
+        }
+        guard maxRequestBytes >= 1024, limits.maxMessageBytes >= 1, limits.maxMessageBytes < maxRequestBytes else {
+            throw ConfigurationError("max request bytes must be ≥ 1024 and larger than the max message bytes")
+        }
+    }
+}
+
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
