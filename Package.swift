@@ -80,6 +80,7 @@ let package = Package(
             dependencies: [
                 "ParleyCore",
                 "ParleySQLite",
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/ParleyTestSupport",
             swiftSettings: swiftSettings
@@ -87,6 +88,11 @@ let package = Package(
         .testTarget(
             name: "ParleyCoreTests",
             dependencies: ["ParleyCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ChatStoreConformanceTests",
+            dependencies: ["ParleyCore", "ParleyTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -100,6 +106,7 @@ let package = Package(
                 "ParleyServer",
                 "ParleyTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -1,0 +1,136 @@
+import Foundation
+import ParleyCore
+import ParleyTestSupport
+import Testing
+
+@Suite("ChatStore conformance: messages, idempotency, paging and watermarks")
+struct MessageConformanceTests {
+    @Test("seq starts at 1 and grows by one; the conversation tracks the last message", arguments: StoreFactory.all)
+    func seqOrder(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let alice = try await store.makeUser("alice")
+            let bob = try await store.makeUser("bob")
+            let group = try await store.makeGroup(owner: alice, members: [bob])
+            var seqs: [Int64] = []
+            for i in 1...5 {
+                seqs.append(try await store.post("m\(i)", from: i.isMultiple(of: 2) ? bob : alice, to: group).message.seq)
+            }
+            #expect(seqs == [1, 2, 3, 4, 5])
+            let after = try #require(try await store.conversation(id: group.id))
+            #expect(after.lastSeq == 5)
+            #expect(after.lastMessage?.body == "m5")
+            #expect(after.lastMessage?.senderID == alice.id)
+        }
+    }
+
+    @Test("a replayed clientMsgId returns the original and writes nothing", arguments: StoreFactory.all)
+    func idempotentSend(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let alice = try await store.makeUser("alice")
+            let bob = try await store.makeUser("bob")
+            let group = try await store.makeGroup(owner: alice, members: [bob])
+            let first = try await store.post("hello", from: alice, to: group, clientMsgID: "c-1")
+            #expect(!first.replayed)
+            let replay = try await store.post("hello (edited?)", from: alice, to: group, clientMsgID: "c-1")
+            #expect(replay.replayed)
+            #expect(replay.message == first.message)
+            // The same clientMsgId from another sender is a different message.
+            let other = try await store.post("hi", from: bob, to: group, clientMsgID: "c-1")
+            #expect(!other.replayed)
+            #expect(other.message.seq == 2)
+            #expect(try await store.conversation(id: group.id)?.lastSeq == 2)
+        }
+    }
+
+    @Test("a non-member cannot send and the seq does not move", arguments: StoreFactory.all)
+    func nonMemberSend(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let alice = try await store.makeUser("alice")
+            let mallory = try await store.makeUser("mallory")
+            let group = try await store.makeGroup(owner: alice)
+            await expectParleyError("conversation_not_found") { try await store.post("sneaky", from: mallory, to: group) }
+            #expect(try await store.conversation(id: group.id)?.lastSeq == 0)
+        }
+    }
+
+    @Test("200 concurrent sends from several users get seqs 1…200, no gap, no duplicate", arguments: StoreFactory.all)
+    func concurrentSends(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            var users: [User] = []
+            for name in ["ann", "ben", "cat", "dan"] { users.append(try await store.makeUser(name)) }
+            let group = try await store.makeGroup(owner: users[0], members: Array(users.dropFirst()))
+            let senders = users
+            let seqs = try await withThrowingTaskGroup(of: Int64.self) { tasks in
+                for i in 0..<200 {
+                    tasks.addTask {
+                        try await store.post("msg \(i)", from: senders[i % senders.count], to: group, clientMsgID: "k\(i)").message.seq
+                    }
+                }
+                // Replays racing with the originals never create a second message.
+                for i in 0..<50 {
+                    tasks.addTask {
+                        try await store.post("msg \(i)", from: senders[i % senders.count], to: group, clientMsgID: "k\(i)").message.seq
+                    }
+                }
+                return try await tasks.reduce(into: []) { $0.append($1) }
+            }
+            #expect(Set(seqs) == Set(1...200))
+            let page = try await store.messages(conversationID: group.id, cursor: .after(0), limit: 200)
+            #expect(page.messages.map(\.seq) == Array(1...200))
+            #expect(!page.hasMore)
+            #expect(Set(page.messages.compactMap(\.clientMsgID)).count == 200)
+        }
+    }
+
+    @Test("paging before, after and latest, with hasMore", arguments: StoreFactory.all)
+    func paging(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let alice = try await store.makeUser("alice")
+            let group = try await store.makeGroup(owner: alice)
+            for i in 1...25 { try await store.post("m\(i)", from: alice, to: group) }
+
+            let latest = try await store.messages(conversationID: group.id, cursor: .latest, limit: 10)
+            #expect(latest.messages.map(\.seq) == Array(16...25))
+            #expect(latest.hasMore)
+            let older = try await store.messages(conversationID: group.id, cursor: .before(16), limit: 10)
+            #expect(older.messages.map(\.seq) == Array(6...15))
+            #expect(older.hasMore)
+            let oldest = try await store.messages(conversationID: group.id, cursor: .before(6), limit: 10)
+            #expect(oldest.messages.map(\.seq) == Array(1...5))
+            #expect(!oldest.hasMore)
+            let newer = try await store.messages(conversationID: group.id, cursor: .after(20), limit: 10)
+            #expect(newer.messages.map(\.seq) == Array(21...25))
+            #expect(!newer.hasMore)
+            let exact = try await store.messages(conversationID: group.id, cursor: .after(15), limit: 10)
+            #expect(exact.messages.map(\.seq) == Array(16...25))
+            #expect(!exact.hasMore)
+            #expect(newer.messages.first?.body == "m21")
+        }
+    }
+
+    @Test("watermarks only move forward, are clamped to lastSeq, and read implies delivered", arguments: StoreFactory.all)
+    func watermarks(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let alice = try await store.makeUser("alice")
+            let bob = try await store.makeUser("bob")
+            let group = try await store.makeGroup(owner: alice, members: [bob])
+            for i in 1...10 { try await store.post("m\(i)", from: alice, to: group) }
+
+            var conversation = try #require(try await store.conversation(id: group.id))
+            #expect(conversation.member(alice.id)?.readSeq == 10, "own sends count as read")
+            #expect(conversation.unreadCount(for: bob.id) == 10)
+
+            #expect(try await store.advanceWatermark(.delivered, conversationID: group.id, userID: bob.id, to: 8) == 8)
+            #expect(try await store.advanceWatermark(.read, conversationID: group.id, userID: bob.id, to: 4) == 4)
+            #expect(try await store.advanceWatermark(.read, conversationID: group.id, userID: bob.id, to: 2) == 4, "never backwards")
+            #expect(try await store.advanceWatermark(.read, conversationID: group.id, userID: bob.id, to: 99) == 10, "clamped")
+            conversation = try #require(try await store.conversation(id: group.id))
+            #expect(conversation.member(bob.id)?.readSeq == 10)
+            #expect(conversation.member(bob.id)?.deliveredSeq == 10)
+            #expect(conversation.unreadCount(for: bob.id) == 0)
+            await expectParleyError("conversation_not_found") {
+                try await store.advanceWatermark(.read, conversationID: group.id, userID: UUID(), to: 1)
+            }
+        }
+    }
+}
