@@ -28,7 +28,7 @@ struct AuthTests {
             let cookies = reply.headers[values: .setCookie]
             #expect(cookies.contains { $0.hasPrefix("parley_access=") && $0.contains("HttpOnly") && $0.contains("SameSite=Lax") })
             #expect(cookies.contains { $0.hasPrefix("parley_refresh=") && $0.contains("HttpOnly") && $0.contains("Path=/api/v1/auth") })
-            #expect(!reply.body.description.contains("password"))
+            #expect(!reply.text.contains("password"))
         }
     }
 

@@ -98,7 +98,7 @@ struct AuthorizationMatrixTests {
             #expect(reply.status == .notFound)
             #expect(reply.errorCode == "conversation_not_found")
             #expect(reply.json.keys == ["error"])
-            let text = reply.body.description
+            let text = reply.text
             #expect(!text.contains("classified") && !text.contains("Secret") && !text.contains(bob.id))
 
             // Nothing changed for the members.

@@ -47,7 +47,7 @@ struct ConversationTests {
             let roles = Dictionary(uniqueKeysWithValues: shown.json["conversation"]["members"].array.map { ($0["userId"].string ?? "", $0["role"].string ?? "") })
             #expect(roles == [alice.id: "owner", bob.id: "member"])
             #expect(shown.json["conversation"]["hasPasscode"].bool == true)
-            #expect(!shown.body.description.contains("sesame"))
+            #expect(!shown.text.contains("sesame"))
 
             let memberRename = try await client.request(.patch, "/api/v1/conversations/\(id)", token: bob.accessToken, json: #"{"name":"Mine"}"#)
             #expect(memberRename.status == .forbidden)

@@ -47,6 +47,7 @@ struct TestApp {
             var headers: HTTPFields
             var body: ByteBuffer
             var json: JSONValue { JSONValue.parse(Data(buffer: body)) ?? .null }
+            var text: String { String(buffer: body) }
             var errorCode: String? { json["error"]["code"].string }
         }
 
