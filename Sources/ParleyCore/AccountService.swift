@@ -40,7 +40,8 @@ public struct AccountService: Sendable {
         self.refreshLifetimeSeconds = refreshLifetimeSeconds
     }
 
-    public func register(username: String, email: String, password: String, displayName: String?, now: Date = .now) async throws -> (User, AuthTokens) {
+    public func register(username: String, email: String, password: String, displayName: String?, now: Date = .now) async throws -> (User, AuthTokens)
+    {
         let username = try Validation.username(username)
         let email = try Validation.email(email)
         try Validation.password(password, limits: limits)

@@ -137,7 +137,8 @@ public struct ChatService: Sendable {
         let clientMsgID = try Validation.clientMsgID(clientMsgID, limits: limits)
         // The store re-checks membership inside the write transaction; a non-member gets the same 404.
         return try await store.send(
-            SendRequest(conversationID: conversationID, senderID: caller, clientMsgID: clientMsgID, body: body, messageID: .v7(now: now), createdAt: now)
+            SendRequest(
+                conversationID: conversationID, senderID: caller, clientMsgID: clientMsgID, body: body, messageID: .v7(now: now), createdAt: now)
         )
     }
 

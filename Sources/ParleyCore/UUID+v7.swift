@@ -8,24 +8,25 @@ extension UUID {
         var rng = SystemRandomNumberGenerator()
         let randA = rng.next() as UInt64
         let randB = rng.next() as UInt64
-        return UUID(uuid: (
-            UInt8(truncatingIfNeeded: millis >> 40),
-            UInt8(truncatingIfNeeded: millis >> 32),
-            UInt8(truncatingIfNeeded: millis >> 24),
-            UInt8(truncatingIfNeeded: millis >> 16),
-            UInt8(truncatingIfNeeded: millis >> 8),
-            UInt8(truncatingIfNeeded: millis),
-            0x70 | UInt8(truncatingIfNeeded: randA >> 60),
-            UInt8(truncatingIfNeeded: randA >> 52),
-            0x80 | UInt8(truncatingIfNeeded: randA >> 46) & 0x3F,
-            UInt8(truncatingIfNeeded: randA >> 38),
-            UInt8(truncatingIfNeeded: randB >> 40),
-            UInt8(truncatingIfNeeded: randB >> 32),
-            UInt8(truncatingIfNeeded: randB >> 24),
-            UInt8(truncatingIfNeeded: randB >> 16),
-            UInt8(truncatingIfNeeded: randB >> 8),
-            UInt8(truncatingIfNeeded: randB)
-        ))
+        return UUID(
+            uuid: (
+                UInt8(truncatingIfNeeded: millis >> 40),
+                UInt8(truncatingIfNeeded: millis >> 32),
+                UInt8(truncatingIfNeeded: millis >> 24),
+                UInt8(truncatingIfNeeded: millis >> 16),
+                UInt8(truncatingIfNeeded: millis >> 8),
+                UInt8(truncatingIfNeeded: millis),
+                0x70 | UInt8(truncatingIfNeeded: randA >> 60),
+                UInt8(truncatingIfNeeded: randA >> 52),
+                0x80 | UInt8(truncatingIfNeeded: randA >> 46) & 0x3F,
+                UInt8(truncatingIfNeeded: randA >> 38),
+                UInt8(truncatingIfNeeded: randB >> 40),
+                UInt8(truncatingIfNeeded: randB >> 32),
+                UInt8(truncatingIfNeeded: randB >> 24),
+                UInt8(truncatingIfNeeded: randB >> 16),
+                UInt8(truncatingIfNeeded: randB >> 8),
+                UInt8(truncatingIfNeeded: randB)
+            ))
     }
 
     /// Lower-case canonical form, the one used on the wire and in the stores.

@@ -76,7 +76,8 @@ public final class SQLiteChatStore: ChatStore {
                 arguments: [user.id.lowercased, user.username, user.email, user.displayName, user.passwordHash, user.createdAt.millis]
             )
         }
-        return User(id: user.id, username: user.username, email: user.email, displayName: user.displayName, createdAt: user.createdAt.truncatedToMillis)
+        return User(
+            id: user.id, username: user.username, email: user.email, displayName: user.displayName, createdAt: user.createdAt.truncatedToMillis)
     }
 
     public func user(id: UUID) async throws -> User? {

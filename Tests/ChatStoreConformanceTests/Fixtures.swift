@@ -4,7 +4,8 @@ import ParleyCore
 /// Small builders so each conformance test reads as the behaviour it checks.
 extension ChatStore {
     func makeUser(_ name: String, now: Date = .now) async throws -> User {
-        try await createUser(NewUser(username: name, email: "\(name)@example.com", displayName: name.capitalized, passwordHash: "hash-\(name)", createdAt: now))
+        try await createUser(
+            NewUser(username: name, email: "\(name)@example.com", displayName: name.capitalized, passwordHash: "hash-\(name)", createdAt: now))
     }
 
     func makeGroup(owner: User, members: [User] = [], name: String = "Team", now: Date = .now) async throws -> Conversation {
@@ -12,7 +13,9 @@ extension ChatStore {
     }
 
     @discardableResult
-    func post(_ body: String, from sender: User, to conversation: Conversation, clientMsgID: String? = nil, now: Date = .now) async throws -> SendResult {
+    func post(_ body: String, from sender: User, to conversation: Conversation, clientMsgID: String? = nil, now: Date = .now) async throws
+        -> SendResult
+    {
         try await send(SendRequest(conversationID: conversation.id, senderID: sender.id, clientMsgID: clientMsgID, body: body, createdAt: now))
     }
 }

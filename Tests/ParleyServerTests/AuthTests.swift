@@ -1,5 +1,5 @@
-import HTTPTypes
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import ParleyTestSupport
@@ -47,14 +47,16 @@ struct AuthTests {
         }
     }
 
-    @Test("bad usernames, emails and passwords are 400 with specific codes", arguments: [
-        (#"{"username":"a","email":"a@example.com","password":"password123"}"#, "invalid_username"),
-        (#"{"username":"has space","email":"a@example.com","password":"password123"}"#, "invalid_username"),
-        (#"{"username":"alice","email":"not-an-email","password":"password123"}"#, "invalid_email"),
-        (#"{"username":"alice","email":"a@example.com","password":"short"}"#, "invalid_password"),
-        (#"{"username":"alice","email":"a@example.com","password":"\#(String(repeating: "x", count: 73))"}"#, "invalid_password"),
-        (#"{"username":"alice","email":"a@example.com","password":"password123","displayName":""}"#, "invalid_display_name"),
-    ])
+    @Test(
+        "bad usernames, emails and passwords are 400 with specific codes",
+        arguments: [
+            (#"{"username":"a","email":"a@example.com","password":"password123"}"#, "invalid_username"),
+            (#"{"username":"has space","email":"a@example.com","password":"password123"}"#, "invalid_username"),
+            (#"{"username":"alice","email":"not-an-email","password":"password123"}"#, "invalid_email"),
+            (#"{"username":"alice","email":"a@example.com","password":"short"}"#, "invalid_password"),
+            (#"{"username":"alice","email":"a@example.com","password":"\#(String(repeating: "x", count: 73))"}"#, "invalid_password"),
+            (#"{"username":"alice","email":"a@example.com","password":"password123","displayName":""}"#, "invalid_display_name"),
+        ])
     func invalidRegistration(body: String, code: String) async throws {
         try await TestApp.run { client in
             let reply = try await client.request(.post, "/api/v1/auth/register", json: body)

@@ -37,7 +37,8 @@ struct AuthorizationMatrixTests {
         .init(method: .patch, path: "/api/v1/conversations/{id}/members/{userId}", body: #"{"role":"admin"}"#, conversationScoped: true),
         .init(method: .post, path: "/api/v1/conversations/{id}/join", body: #"{"passcode":"wrong"}"#, conversationScoped: false),
         .init(method: .get, path: "/api/v1/conversations/{id}/messages", conversationScoped: true),
-        .init(method: .post, path: "/api/v1/conversations/{id}/messages", body: #"{"body":"intrusion","clientMsgId":"x1"}"#, conversationScoped: true),
+        .init(
+            method: .post, path: "/api/v1/conversations/{id}/messages", body: #"{"body":"intrusion","clientMsgId":"x1"}"#, conversationScoped: true),
         .init(method: .post, path: "/api/v1/conversations/{id}/read", body: #"{"seq":1}"#, conversationScoped: true),
     ]
 
@@ -94,7 +95,8 @@ struct AuthorizationMatrixTests {
             let mallory = try await client.register("mallory")
             let id = try await client.createGroup(alice, name: "Secret", members: [bob])
             try await client.send(alice, id, "classified")
-            let reply = try await client.request(endpoint.method, endpoint.resolved(conversation: id, user: bob.id), token: mallory.accessToken, json: endpoint.body)
+            let reply = try await client.request(
+                endpoint.method, endpoint.resolved(conversation: id, user: bob.id), token: mallory.accessToken, json: endpoint.body)
             #expect(reply.status == .notFound)
             #expect(reply.errorCode == "conversation_not_found")
             #expect(reply.json.keys == ["error"])

@@ -1,5 +1,5 @@
-import HTTPTypes
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import ParleyTestSupport
@@ -12,7 +12,8 @@ struct ConversationTests {
         try await TestApp.run { client in
             let alice = try await client.register("alice")
             let bob = try await client.register("bob")
-            let first = try await client.request(.post, "/api/v1/conversations", token: alice.accessToken, json: #"{"type":"direct","userId":"\#(bob.id)"}"#)
+            let first = try await client.request(
+                .post, "/api/v1/conversations", token: alice.accessToken, json: #"{"type":"direct","userId":"\#(bob.id)"}"#)
             #expect(first.status == .created)
             let conversation = first.json["conversation"]
             #expect(conversation["type"].string == "direct")
@@ -21,15 +22,21 @@ struct ConversationTests {
             #expect(conversation["unreadCount"].int == 0)
             #expect(conversation["lastMessage"].isNull)
             #expect(Set(conversation["members"].array.compactMap { $0["userId"].string }) == [alice.id, bob.id])
-            #expect(conversation.keys.isSuperset(of: ["id", "type", "name", "members", "lastSeq", "readSeq", "unreadCount", "lastMessage", "createdAt", "updatedAt"]))
+            #expect(
+                conversation.keys.isSuperset(of: [
+                    "id", "type", "name", "members", "lastSeq", "readSeq", "unreadCount", "lastMessage", "createdAt", "updatedAt",
+                ]))
 
-            let again = try await client.request(.post, "/api/v1/conversations", token: bob.accessToken, json: #"{"type":"direct","userId":"\#(alice.id)"}"#)
+            let again = try await client.request(
+                .post, "/api/v1/conversations", token: bob.accessToken, json: #"{"type":"direct","userId":"\#(alice.id)"}"#)
             #expect(again.status == .ok)
             #expect(again.json["conversation"]["id"] == conversation["id"])
 
-            let yourself = try await client.request(.post, "/api/v1/conversations", token: alice.accessToken, json: #"{"type":"direct","userId":"\#(alice.id)"}"#)
+            let yourself = try await client.request(
+                .post, "/api/v1/conversations", token: alice.accessToken, json: #"{"type":"direct","userId":"\#(alice.id)"}"#)
             #expect(yourself.status == .badRequest)
-            let nobody = try await client.request(.post, "/api/v1/conversations", token: alice.accessToken, json: #"{"type":"direct","userId":"\#(UUID())"}"#)
+            let nobody = try await client.request(
+                .post, "/api/v1/conversations", token: alice.accessToken, json: #"{"type":"direct","userId":"\#(UUID())"}"#)
             #expect(nobody.status == .notFound)
             #expect(nobody.errorCode == "user_not_found")
         }
@@ -44,7 +51,8 @@ struct ConversationTests {
             let id = try await client.createGroup(alice, name: "Crew", members: [bob], passcode: "sesame")
             let shown = try await client.request(.get, "/api/v1/conversations/\(id)", token: bob.accessToken)
             #expect(shown.status == .ok)
-            let roles = Dictionary(uniqueKeysWithValues: shown.json["conversation"]["members"].array.map { ($0["userId"].string ?? "", $0["role"].string ?? "") })
+            let roles = Dictionary(
+                uniqueKeysWithValues: shown.json["conversation"]["members"].array.map { ($0["userId"].string ?? "", $0["role"].string ?? "") })
             #expect(roles == [alice.id: "owner", bob.id: "member"])
             #expect(shown.json["conversation"]["hasPasscode"].bool == true)
             #expect(!shown.text.contains("sesame"))
@@ -53,14 +61,17 @@ struct ConversationTests {
             #expect(memberRename.status == .forbidden)
             #expect(memberRename.errorCode == "insufficient_role")
 
-            let promote = try await client.request(.patch, "/api/v1/conversations/\(id)/members/\(bob.id)", token: alice.accessToken, json: #"{"role":"admin"}"#)
+            let promote = try await client.request(
+                .patch, "/api/v1/conversations/\(id)/members/\(bob.id)", token: alice.accessToken, json: #"{"role":"admin"}"#)
             #expect(promote.status == .ok)
-            let rename = try await client.request(.patch, "/api/v1/conversations/\(id)", token: bob.accessToken, json: #"{"name":"Renamed","passcode":null}"#)
+            let rename = try await client.request(
+                .patch, "/api/v1/conversations/\(id)", token: bob.accessToken, json: #"{"name":"Renamed","passcode":null}"#)
             #expect(rename.status == .ok)
             #expect(rename.json["conversation"]["name"].string == "Renamed")
             #expect(rename.json["conversation"]["hasPasscode"].bool == false)
 
-            let add = try await client.request(.post, "/api/v1/conversations/\(id)/members", token: bob.accessToken, json: #"{"userIds":["\#(carol.id)"]}"#)
+            let add = try await client.request(
+                .post, "/api/v1/conversations/\(id)/members", token: bob.accessToken, json: #"{"userIds":["\#(carol.id)"]}"#)
             #expect(add.status == .ok)
             #expect(add.json["conversation"]["members"].array.count == 3)
 
@@ -113,15 +124,18 @@ struct ConversationTests {
             #expect(wrong.errorCode == "wrong_passcode")
             #expect(try await client.request(.get, "/api/v1/conversations/\(open)", token: bob.accessToken).status == .notFound)
 
-            let right = try await client.request(.post, "/api/v1/conversations/\(open)/join", token: bob.accessToken, json: #"{"passcode":"letmein"}"#)
+            let right = try await client.request(
+                .post, "/api/v1/conversations/\(open)/join", token: bob.accessToken, json: #"{"passcode":"letmein"}"#)
             #expect(right.status == .ok)
             #expect(right.json["conversation"]["members"].array.contains { $0["userId"].string == bob.id && $0["role"].string == "member" })
             #expect(try await client.send(bob, open, "hi all").status == .created)
 
-            let invitationOnly = try await client.request(.post, "/api/v1/conversations/\(closed)/join", token: bob.accessToken, json: #"{"passcode":"anything"}"#)
+            let invitationOnly = try await client.request(
+                .post, "/api/v1/conversations/\(closed)/join", token: bob.accessToken, json: #"{"passcode":"anything"}"#)
             #expect(invitationOnly.status == .forbidden)
             #expect(invitationOnly.errorCode == "join_not_allowed")
-            let unknown = try await client.request(.post, "/api/v1/conversations/\(UUID())/join", token: bob.accessToken, json: #"{"passcode":"letmein"}"#)
+            let unknown = try await client.request(
+                .post, "/api/v1/conversations/\(UUID())/join", token: bob.accessToken, json: #"{"passcode":"letmein"}"#)
             #expect(unknown.status == .notFound)
         }
     }

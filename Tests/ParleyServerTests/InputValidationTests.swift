@@ -47,7 +47,8 @@ struct InputValidationTests {
         try await TestApp.run { client in
             let alice = try await client.register("alice")
             let id = try await client.createGroup(alice)
-            let reply = try await client.request(.post, "/api/v1/conversations/\(id)/messages", token: alice.accessToken, raw: ByteBuffer(bytes: input.bytes))
+            let reply = try await client.request(
+                .post, "/api/v1/conversations/\(id)/messages", token: alice.accessToken, raw: ByteBuffer(bytes: input.bytes))
             #expect(reply.status == input.status)
             #expect(reply.errorCode == input.code)
             #expect((reply.json["error"]["message"].string?.isEmpty ?? true) == false)

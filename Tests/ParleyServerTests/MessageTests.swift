@@ -1,5 +1,5 @@
-import HTTPTypes
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import ParleyTestSupport
@@ -29,10 +29,12 @@ struct MessageTests {
 
             var headers = HTTPFields()
             headers[HTTPField.Name("Idempotency-Key")!] = "key-7"
-            let viaHeader = try await client.request(.post, "/api/v1/conversations/\(id)/messages", token: alice.accessToken, json: #"{"body":"again"}"#, headers: headers)
+            let viaHeader = try await client.request(
+                .post, "/api/v1/conversations/\(id)/messages", token: alice.accessToken, json: #"{"body":"again"}"#, headers: headers)
             #expect(viaHeader.status == .created)
             #expect(viaHeader.json["message"]["clientMsgId"].string == "key-7")
-            let headerReplay = try await client.request(.post, "/api/v1/conversations/\(id)/messages", token: alice.accessToken, json: #"{"body":"again"}"#, headers: headers)
+            let headerReplay = try await client.request(
+                .post, "/api/v1/conversations/\(id)/messages", token: alice.accessToken, json: #"{"body":"again"}"#, headers: headers)
             #expect(headerReplay.status == .ok)
             #expect(headerReplay.json["message"]["id"] == viaHeader.json["message"]["id"])
 
@@ -82,7 +84,8 @@ struct MessageTests {
                 try await client.request(.get, "/api/v1/conversations/\(id)", token: bob.accessToken).json["conversation"]
             }
             #expect(try await bobView()["unreadCount"].int == 6)
-            #expect(try await client.request(.post, "/api/v1/conversations/\(id)/read", token: bob.accessToken, json: #"{"seq":4}"#).status == .noContent)
+            #expect(
+                try await client.request(.post, "/api/v1/conversations/\(id)/read", token: bob.accessToken, json: #"{"seq":4}"#).status == .noContent)
             var view = try await bobView()
             #expect(view["unreadCount"].int == 2)
             #expect(view["readSeq"].int == 4)

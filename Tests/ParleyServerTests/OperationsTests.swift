@@ -1,5 +1,5 @@
-import HTTPTypes
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import ParleyServer
@@ -78,7 +78,8 @@ struct OperationsTests {
             #expect(history.json["messages"][0]["body"].string == "written before the restart")
             let login = try await client.request(.post, "/api/v1/auth/login", json: #"{"login":"alice","password":"password123"}"#)
             #expect(login.status == .ok)
-            let next = try await client.send(TestApp.Client.Account(id: "", username: "alice", accessToken: token, refreshToken: ""), conversation, "after")
+            let next = try await client.send(
+                TestApp.Client.Account(id: "", username: "alice", accessToken: token, refreshToken: ""), conversation, "after")
             #expect(next.json["message"]["seq"].int == 2)
         }
     }

@@ -1,8 +1,8 @@
-import Testing
 import Foundation
 import Logging
 import ParleyCore
 import ParleySQLite
+import Testing
 
 /// One adapter of the `ChatStore` port, as the conformance suite sees it: a way to get a fresh,
 /// empty store and to throw it away. Add the PostgreSQL adapter to `all` and the whole suite

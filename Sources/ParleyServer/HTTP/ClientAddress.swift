@@ -1,7 +1,7 @@
 import HTTPTypes
-import ParleyCore
 import Hummingbird
 import NIOCore
+import ParleyCore
 
 enum ClientAddress {
     /// The caller's IP: the socket peer, or the proxy's `X-Real-IP` / last `X-Forwarded-For` hop
