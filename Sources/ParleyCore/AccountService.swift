@@ -30,9 +30,19 @@ public struct AccountService: Sendable {
     public let issuer: any AccessTokenIssuer
     public let limits: Limits
     public let refreshLifetimeSeconds: Int
+    /// Told about revoked sessions so that their open sockets close.
+    public let bus: any Bus
     private let dummyHash = DummyHash()
 
-    public init(store: any ChatStore, hasher: any PasswordHasher, issuer: any AccessTokenIssuer, limits: Limits, refreshLifetimeSeconds: Int) {
+    public init(
+        store: any ChatStore,
+        hasher: any PasswordHasher,
+        issuer: any AccessTokenIssuer,
+        limits: Limits,
+        refreshLifetimeSeconds: Int,
+        bus: any Bus
+    ) {
+        self.bus = bus
         self.store = store
         self.hasher = hasher
         self.issuer = issuer
@@ -79,15 +89,17 @@ public struct AccountService: Sendable {
         case .rotated(let session):
             let access = try await issuer.issue(userID: session.userID, sessionID: session.id, now: now)
             return AuthTokens(accessToken: access, refreshToken: newToken, expiresIn: issuer.lifetimeSeconds, session: session)
-        case .reused:
+        case .reused(let session):
+            bus.publish(.sessionRevoked(sessionID: session.id), to: [session.userID])
             throw ParleyError.unauthenticated("Refresh token was already used; the session has been revoked.", code: "refresh_token_reused")
         case .invalid:
             throw ParleyError.unauthenticated("Refresh token is invalid or expired.", code: "invalid_refresh_token")
         }
     }
 
-    public func logout(sessionID: UUID, now: Date = .now) async throws {
+    public func logout(userID: UUID, sessionID: UUID, now: Date = .now) async throws {
         try await store.revokeSession(id: sessionID, now: now)
+        bus.publish(.sessionRevoked(sessionID: sessionID), to: [userID])
     }
 
     private func startSession(for user: User, now: Date) async throws -> AuthTokens {

@@ -2,15 +2,35 @@ import Foundation
 
 /// Conversations and messages, with authorization: every operation checks the caller's
 /// membership and role. A caller who is not a member sees `conversation_not_found`, never data.
+///
+/// Every change that other users should see is published on the `Bus` after it is stored:
+/// messages (from the store's commit listener, in seq order), receipts, typing and conversation changes.
 public struct ChatService: Sendable {
     public let store: any ChatStore
     public let hasher: any PasswordHasher
     public let limits: Limits
+    public let bus: any Bus
+    public let typing: TypingTracker
 
-    public init(store: any ChatStore, hasher: any PasswordHasher, limits: Limits) {
+    public init(store: any ChatStore, hasher: any PasswordHasher, limits: Limits, bus: any Bus, typing: TypingTracker = TypingTracker()) {
         self.store = store
         self.hasher = hasher
         self.limits = limits
+        self.bus = bus
+        self.typing = typing
+    }
+
+    /// Publishes every newly committed message to the conversation's members, in commit order.
+    /// Call once at start-up.
+    public func publishCommittedMessages() {
+        let bus = self.bus
+        let typing = self.typing
+        store.setCommitListener { results in
+            for result in results where !result.replayed {
+                typing.clear(conversationID: result.message.conversationID, userID: result.message.senderID)
+                bus.publish(.message(result.message), to: result.recipients)
+            }
+        }
     }
 
     // MARK: Conversations
@@ -20,7 +40,9 @@ public struct ChatService: Sendable {
             throw ParleyError.invalid("A direct conversation needs another user.", code: "invalid_user_id")
         }
         guard try await store.user(id: other) != nil else { throw ParleyError.userNotFound }
-        return try await store.findOrCreateDirectConversation(between: caller, and: other, now: now)
+        let (conversation, created) = try await store.findOrCreateDirectConversation(between: caller, and: other, now: now)
+        if created { publish(.created, conversation, to: conversation.members.map(\.userID)) }
+        return (conversation, created)
     }
 
     public func createGroup(caller: UUID, name: String, memberIDs: [UUID], passcode: String?, now: Date = .now) async throws -> Conversation {
@@ -30,7 +52,10 @@ public struct ChatService: Sendable {
             throw ParleyError.invalid("A group holds at most \(limits.maxGroupMembers) members.", code: "group_full")
         }
         let passcodeHash = try await hashPasscode(passcode)
-        return try await store.createGroup(id: .v7(now: now), name: name, ownerID: caller, memberIDs: others, passcodeHash: passcodeHash, now: now)
+        let group = try await store.createGroup(
+            id: .v7(now: now), name: name, ownerID: caller, memberIDs: others, passcodeHash: passcodeHash, now: now)
+        publish(.created, group, to: group.members.map(\.userID))
+        return group
     }
 
     public func conversation(caller: UUID, id: UUID) async throws -> Conversation {
@@ -57,6 +82,7 @@ public struct ChatService: Sendable {
         guard let updated = try await store.updateGroup(id: id, name: name, passcodeHash: passcodeHash, now: now) else {
             throw ParleyError.conversationNotFound
         }
+        publish(.updated, updated, to: updated.members.map(\.userID))
         return updated
     }
 
@@ -66,6 +92,7 @@ public struct ChatService: Sendable {
         try requireGroup(conversation)
         try require(conversation, caller, atLeast: .owner, action: "delete this group")
         try await store.deleteConversation(id: id)
+        publish(.deleted, conversation, to: conversation.members.map(\.userID))
     }
 
     public func addMembers(caller: UUID, id: UUID, userIDs: [UUID], now: Date = .now) async throws -> Conversation {
@@ -77,8 +104,10 @@ public struct ChatService: Sendable {
         guard conversation.members.count + newIDs.count <= limits.maxGroupMembers else {
             throw ParleyError.invalid("A group holds at most \(limits.maxGroupMembers) members.", code: "group_full")
         }
-        _ = try await store.addMembers(conversationID: id, userIDs: newIDs, role: .member, now: now)
-        return try await self.conversation(caller: caller, id: id)
+        let added = try await store.addMembers(conversationID: id, userIDs: newIDs, role: .member, now: now)
+        let updated = try await self.conversation(caller: caller, id: id)
+        announceJoin(of: added, to: updated)
+        return updated
     }
 
     /// Removes `userID`: the caller leaving, or an admin removing someone of lower rank.
@@ -95,6 +124,14 @@ public struct ChatService: Sendable {
             }
         }
         try await store.removeMember(conversationID: id, userID: userID, now: now)
+        if let remaining = try await store.conversation(id: id) {
+            publish(.removed, remaining, to: [userID])
+            publish(.updated, remaining, to: remaining.members.map(\.userID))
+        } else {
+            var gone = conversation
+            gone.members.removeAll { $0.userID == userID }
+            publish(.removed, gone, to: [userID])
+        }
     }
 
     /// Promotes or demotes a member. The owner only; ownership itself is not transferable this way.
@@ -108,7 +145,9 @@ public struct ChatService: Sendable {
         }
         guard target.role != .owner else { throw ParleyError.forbidden("The owner's role cannot be changed.", code: "insufficient_role") }
         try await store.setRole(conversationID: id, userID: userID, role: role)
-        return try await self.conversation(caller: caller, id: id)
+        let updated = try await self.conversation(caller: caller, id: id)
+        publish(.updated, updated, to: updated.members.map(\.userID))
+        return updated
     }
 
     /// Joins a passcode-protected group. Members get the conversation back unchanged.
@@ -126,20 +165,28 @@ public struct ChatService: Sendable {
         guard conversation.members.count < limits.maxGroupMembers else {
             throw ParleyError.invalid("A group holds at most \(limits.maxGroupMembers) members.", code: "group_full")
         }
-        _ = try await store.addMembers(conversationID: id, userIDs: [caller], role: .member, now: now)
-        return try await self.conversation(caller: caller, id: id)
+        let added = try await store.addMembers(conversationID: id, userIDs: [caller], role: .member, now: now)
+        let updated = try await self.conversation(caller: caller, id: id)
+        announceJoin(of: added, to: updated)
+        return updated
     }
 
     // MARK: Messages
 
-    public func send(caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, now: Date = .now) async throws -> SendResult {
+    /// Validates and queues a send; the promise resolves once it is committed. Sends queued in order
+    /// by one caller get increasing seqs. Membership is checked inside the write transaction, so a
+    /// non-member gets `conversation_not_found` and nothing is written.
+    public func enqueueSend(caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, now: Date = .now) throws -> Promise<SendResult> {
         try Validation.messageBody(body, limits: limits)
         let clientMsgID = try Validation.clientMsgID(clientMsgID, limits: limits)
-        // The store re-checks membership inside the write transaction; a non-member gets the same 404.
-        return try await store.send(
+        return store.enqueueSend(
             SendRequest(
                 conversationID: conversationID, senderID: caller, clientMsgID: clientMsgID, body: body, messageID: .v7(now: now), createdAt: now)
         )
+    }
+
+    public func send(caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, now: Date = .now) async throws -> SendResult {
+        try await enqueueSend(caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, now: now).value
     }
 
     public func messages(caller: UUID, conversationID: UUID, cursor: PageCursor, limit: Int?) async throws -> MessagePage {
@@ -153,15 +200,63 @@ public struct ChatService: Sendable {
         return try await store.messages(conversationID: conversationID, cursor: cursor, limit: limit)
     }
 
-    /// Moves the caller's read (or delivered) watermark forward; returns the resulting value.
+    /// Moves the caller's read (or delivered) watermark forward. When it moves, every member
+    /// (including the caller's other devices) gets a receipt.
     @discardableResult
-    public func advance(_ kind: Watermark, caller: UUID, conversationID: UUID, seq: Int64) async throws -> Int64 {
+    public func advance(_ kind: Watermark, caller: UUID, conversationID: UUID, seq: Int64) async throws -> WatermarkUpdate {
         guard seq >= 0 else { throw ParleyError.invalid("seq must be ≥ 0.", code: "invalid_seq") }
+        let update = try await store.advanceWatermark(kind, conversationID: conversationID, userID: caller, to: seq)
+        if update.advanced {
+            let members = try await store.memberIDs(conversationID: conversationID)
+            bus.publish(.receipt(conversationID: conversationID, userID: caller, kind: kind, seq: update.value), to: members)
+        }
+        return update
+    }
+
+    /// Relays a typing indicator to the other members, throttled by the `TypingTracker`.
+    public func setTyping(caller: UUID, conversationID: UUID, state: TypingState, now: Date = .now) async throws {
+        let members = try await store.memberIDs(conversationID: conversationID)
+        guard members.contains(caller) else { throw ParleyError.conversationNotFound }
+        let relay =
+            switch state {
+            case .start: typing.start(conversationID: conversationID, userID: caller, now: now)
+            case .stop: typing.stop(conversationID: conversationID, userID: caller)
+            }
+        if relay {
+            bus.publish(.typing(conversationID: conversationID, userID: caller, state: state), to: members.filter { $0 != caller })
+        }
+    }
+
+    /// Publishes `stop` for typing indicators whose owner went quiet. Call periodically.
+    public func expireTyping(now: Date = .now) async {
+        for (conversationID, userID) in typing.expire(now: now) {
+            guard let members = try? await store.memberIDs(conversationID: conversationID) else { continue }
+            bus.publish(.typing(conversationID: conversationID, userID: userID, state: .stop), to: members.filter { $0 != userID })
+        }
+    }
+
+    /// Messages after each cursor, for a client catching up. Conversations the caller is not a
+    /// member of are refused as a whole with `conversation_not_found`.
+    public func sync(caller: UUID, conversationID: UUID, after seq: Int64, limit: Int) async throws -> MessagePage {
+        guard seq >= 0 else { throw ParleyError.invalid("Cursors must be ≥ 0.", code: "invalid_cursor") }
         try await requireMember(caller, conversationID)
-        return try await store.advanceWatermark(kind, conversationID: conversationID, userID: caller, to: seq)
+        return try await store.messages(conversationID: conversationID, cursor: .after(seq), limit: min(limit, limits.maxPageSize))
     }
 
     // MARK: Helpers
+
+    private func publish(_ change: ConversationChange, _ conversation: Conversation, to recipients: [UUID]) {
+        guard !recipients.isEmpty else { return }
+        bus.publish(.conversation(change, conversation), to: recipients)
+    }
+
+    /// New members hear `created`, the others `updated`.
+    private func announceJoin(of added: [UUID], to conversation: Conversation) {
+        guard !added.isEmpty else { return }
+        let newcomers = Set(added)
+        publish(.created, conversation, to: added)
+        publish(.updated, conversation, to: conversation.members.map(\.userID).filter { !newcomers.contains($0) })
+    }
 
     private func requireMember(_ caller: UUID, _ conversationID: UUID) async throws {
         guard try await store.member(conversationID: conversationID, userID: caller) != nil else {

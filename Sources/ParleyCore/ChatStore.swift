@@ -16,6 +16,10 @@ public protocol ChatStore: Sendable {
     /// Users whose username or display name starts with / contains `query`, usernames first.
     func searchUsers(query: String, limit: Int) async throws -> [User]
     func users(ids: [UUID]) async throws -> [User]
+    /// Records when a user was last connected (their last socket closed).
+    func setLastSeen(userID: UUID, at: Date) async throws
+    /// Last-seen times of those of `userIDs` that have one.
+    func lastSeen(userIDs: [UUID]) async throws -> [UUID: Date]
 
     // MARK: Sessions
 
@@ -36,6 +40,11 @@ public protocol ChatStore: Sendable {
     /// The conversations `userID` is a member of, newest activity first.
     func conversations(for userID: UUID, limit: Int) async throws -> [Conversation]
     func member(conversationID: UUID, userID: UUID) async throws -> Member?
+    /// The user ids of a conversation's members (empty if it does not exist).
+    func memberIDs(conversationID: UUID) async throws -> [UUID]
+    /// Distinct users who share a conversation with `userID`, counting only conversations of at most
+    /// `maxGroupSize` members, at most `limit` of them. Used to bound presence fan-out.
+    func contacts(of userID: UUID, maxGroupSize: Int, limit: Int) async throws -> [UUID]
     func passcodeHash(conversationID: UUID) async throws -> String?
     /// Updates a group's name and/or passcode hash; `.some(nil)` clears the passcode.
     func updateGroup(id: UUID, name: String?, passcodeHash: String??, now: Date) async throws -> Conversation?
@@ -49,18 +58,28 @@ public protocol ChatStore: Sendable {
 
     // MARK: Messages
 
-    /// Appends a message durably. Dedupes on (conversation, sender, clientMsgId): a replay returns
-    /// the stored original with `replayed == true`. Throws `notFound` if the sender is not a member.
-    /// Adapters group-commit concurrent sends into shared transactions.
-    func send(_ request: SendRequest) async throws -> SendResult
+    /// Queues a message for durable append and returns at once; the promise resolves after commit.
+    /// Sends enqueued in order commit in that order. Dedupes on (conversation, sender, clientMsgId):
+    /// a replay resolves to the stored original with `replayed == true`. A sender who is not a member
+    /// gets `conversation_not_found`. Adapters group-commit concurrent sends into shared transactions.
+    func enqueueSend(_ request: SendRequest) -> Promise<SendResult>
+    /// Sets the function told, in commit (and so seq) order, about every committed send, replays included.
+    func setCommitListener(_ listener: @escaping @Sendable ([SendResult]) -> Void)
     /// Messages in ascending seq order.
     func messages(conversationID: UUID, cursor: PageCursor, limit: Int) async throws -> MessagePage
     /// Moves a member's watermark forward (never back), clamped to the conversation's lastSeq.
-    /// Moving `read` also moves `delivered` up to it. Returns the resulting watermark.
-    func advanceWatermark(_ kind: Watermark, conversationID: UUID, userID: UUID, to seq: Int64) async throws -> Int64
+    /// Moving `read` also moves `delivered` up to it.
+    func advanceWatermark(_ kind: Watermark, conversationID: UUID, userID: UUID, to seq: Int64) async throws -> WatermarkUpdate
 
     // MARK: Operations
 
     /// Cheap round trip used by readiness checks.
     func ping() async throws
+}
+
+extension ChatStore {
+    /// Appends a message and waits for its commit.
+    public func send(_ request: SendRequest) async throws -> SendResult {
+        try await enqueueSend(request).value
+    }
 }

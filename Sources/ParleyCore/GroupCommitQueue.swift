@@ -3,24 +3,28 @@ import Synchronization
 
 /// Batches concurrent requests into shared transactions.
 ///
-/// Callers `submit` one request each and suspend. While a commit is in flight, new requests
-/// queue up; when it finishes, the next commit takes everything queued (up to `maxBatch`). An
-/// idle system therefore commits a lone request at once, and a busy one amortises each
-/// transaction over many requests without any timer.
+/// Callers `enqueue` one request each (synchronously, so requests enqueued in order by one task
+/// commit in that order) and await its promise. While a commit is in flight, new requests queue
+/// up; when it finishes, the next commit takes everything queued (up to `maxBatch`). An idle system
+/// therefore commits a lone request at once, and a busy one amortises each transaction over many
+/// requests without any timer. After each commit the listener sees the successful outputs in
+/// commit order, which is how events get published in seq order.
 public final class GroupCommitQueue<Request: Sendable, Output: Sendable>: Sendable {
     public typealias Commit = @Sendable ([Request]) async throws -> [Result<Output, any Error>]
+    public typealias Listener = @Sendable ([Output]) -> Void
 
     private struct Pending {
         var request: Request
-        var continuation: CheckedContinuation<Output, any Error>
+        var promise: Promise<Output>
     }
 
     private struct State {
         var queue: [Pending] = []
         var draining = false
+        var listener: Listener?
     }
 
-    // Guarded by its own Mutex; the continuations inside are resumed outside the lock.
+    // Guarded by its own Mutex; promises are resolved outside the lock.
     private let state = Mutex(State())
     private let maxBatch: Int
     private let commit: Commit
@@ -34,31 +38,41 @@ public final class GroupCommitQueue<Request: Sendable, Output: Sendable>: Sendab
         self.commitTimer = Metrics.Timer(label: "parley_\(name)_commit_seconds")
     }
 
-    public func submit(_ request: Request) async throws -> Output {
-        try await withCheckedThrowingContinuation { continuation in
-            let startDrain = state.withLock { state in
-                state.queue.append(Pending(request: request, continuation: continuation))
-                if state.draining { return false }
-                state.draining = true
-                return true
-            }
-            if startDrain {
-                Task { await self.drain() }
-            }
+    /// Sets the function told about every committed batch.
+    public func setListener(_ listener: @escaping Listener) {
+        state.withLock { $0.listener = listener }
+    }
+
+    /// Queues `request` and returns at once; the promise resolves after its commit.
+    public func enqueue(_ request: Request) -> Promise<Output> {
+        let promise = Promise<Output>()
+        let startDrain = state.withLock { state in
+            state.queue.append(Pending(request: request, promise: promise))
+            if state.draining { return false }
+            state.draining = true
+            return true
         }
+        if startDrain {
+            Task { await self.drain() }
+        }
+        return promise
+    }
+
+    public func submit(_ request: Request) async throws -> Output {
+        try await enqueue(request).value
     }
 
     private func drain() async {
         while true {
-            let batch: [Pending] = state.withLock { state in
+            let (batch, listener): ([Pending], Listener?) = state.withLock { state in
                 guard !state.queue.isEmpty else {
                     state.draining = false
-                    return []
+                    return ([], nil)
                 }
                 let count = min(maxBatch, state.queue.count)
                 let batch = Array(state.queue.prefix(count))
                 state.queue.removeFirst(count)
-                return batch
+                return (batch, state.listener)
             }
             if batch.isEmpty { return }
             batchSize.record(batch.count)
@@ -66,15 +80,19 @@ public final class GroupCommitQueue<Request: Sendable, Output: Sendable>: Sendab
             do {
                 let results = try await commit(batch.map(\.request))
                 commitTimer.recordNanoseconds(Self.nanoseconds(since: started))
+                var committed: [Output] = []
+                committed.reserveCapacity(results.count)
                 for (pending, result) in zip(batch, results) {
-                    pending.continuation.resume(with: result)
+                    pending.promise.resolve(result)
+                    if case .success(let output) = result { committed.append(output) }
                 }
                 for pending in batch.dropFirst(results.count) {
-                    pending.continuation.resume(throwing: ParleyError.internal(detail: "group commit returned too few results"))
+                    pending.promise.resolve(.failure(ParleyError.internal(detail: "group commit returned too few results")))
                 }
+                if let listener, !committed.isEmpty { listener(committed) }
             } catch {
                 for pending in batch {
-                    pending.continuation.resume(throwing: error)
+                    pending.promise.resolve(.failure(error))
                 }
             }
         }

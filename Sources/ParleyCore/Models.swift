@@ -68,7 +68,7 @@ public enum RefreshOutcome: Sendable, Equatable {
     /// The presented token was current; it is now spent and the new one is stored.
     case rotated(Session)
     /// The presented token had already been rotated: the whole session was revoked.
-    case reused
+    case reused(Session)
     /// Unknown token, or its session is expired or revoked.
     case invalid
 }
@@ -94,7 +94,7 @@ public enum MemberRole: String, Sendable, Codable, Comparable {
     public static func < (lhs: MemberRole, rhs: MemberRole) -> Bool { lhs.rank < rhs.rank }
 }
 
-public struct Member: Sendable, Equatable {
+public struct Member: Sendable, Equatable, Codable {
     public var userID: UUID
     public var role: MemberRole
     public var readSeq: Int64
@@ -110,7 +110,7 @@ public struct Member: Sendable, Equatable {
     }
 }
 
-public struct Conversation: Sendable, Equatable {
+public struct Conversation: Sendable, Equatable, Codable {
     public var id: UUID
     public var type: ConversationType
     public var name: String?
@@ -194,10 +194,26 @@ public struct SendResult: Sendable, Equatable {
     public var message: Message
     /// True when the clientMsgId had been seen: `message` is the original and nothing new was written.
     public var replayed: Bool
+    /// The conversation's members when the message was committed (empty for replays).
+    public var recipients: [UUID]
 
-    public init(message: Message, replayed: Bool) {
+    public init(message: Message, replayed: Bool, recipients: [UUID] = []) {
         self.message = message
         self.replayed = replayed
+        self.recipients = recipients
+    }
+}
+
+/// The outcome of moving a watermark.
+public struct WatermarkUpdate: Sendable, Equatable {
+    /// The watermark after the update.
+    public var value: Int64
+    /// False when the watermark was already at or past the requested seq.
+    public var advanced: Bool
+
+    public init(value: Int64, advanced: Bool) {
+        self.value = value
+        self.advanced = advanced
     }
 }
 

@@ -124,6 +124,24 @@ public final class SQLiteChatStore: ChatStore {
         }
     }
 
+    public func setLastSeen(userID: UUID, at: Date) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE users SET last_seen_at = ? WHERE id = ?", arguments: [at.millis, userID.lowercased])
+        }
+    }
+
+    public func lastSeen(userIDs: [UUID]) async throws -> [UUID: Date] {
+        guard !userIDs.isEmpty else { return [:] }
+        return try await pool.read { db in
+            let rows = try Row.fetchAll(
+                db,
+                sql: "SELECT id, last_seen_at FROM users WHERE last_seen_at IS NOT NULL AND id IN (\(Self.placeholders(userIDs.count)))",
+                arguments: StatementArguments(userIDs.map(\.lowercased))
+            )
+            return Dictionary(uniqueKeysWithValues: rows.map { (Self.uuid($0["id"]), Self.date($0["last_seen_at"])) })
+        }
+    }
+
     // MARK: Sessions
 
     public func createSession(id: UUID, userID: UUID, refreshTokenHash: String, expiresAt: Date, now: Date) async throws -> Session {
@@ -162,7 +180,7 @@ public final class SQLiteChatStore: ChatStore {
             guard session.isActive(at: now) else { return .invalid }
             if (row["spent_at"] as Int64?) != nil {
                 try db.execute(sql: "UPDATE sessions SET revoked_at = ? WHERE id = ?", arguments: [now.millis, session.id.lowercased])
-                return .reused
+                return .reused(session)
             }
             try db.execute(sql: "UPDATE refresh_tokens SET spent_at = ? WHERE hash = ?", arguments: [now.millis, presentedHash])
             try db.execute(
@@ -245,6 +263,29 @@ public final class SQLiteChatStore: ChatStore {
                 sql: "SELECT * FROM members WHERE conversation_id = ? AND user_id = ?",
                 arguments: [conversationID.lowercased, userID.lowercased]
             ).map(Self.member)
+        }
+    }
+
+    public func memberIDs(conversationID: UUID) async throws -> [UUID] {
+        try await pool.read { db in
+            try String.fetchAll(db, sql: "SELECT user_id FROM members WHERE conversation_id = ?", arguments: [conversationID.lowercased])
+                .map(Self.uuid)
+        }
+    }
+
+    public func contacts(of userID: UUID, maxGroupSize: Int, limit: Int) async throws -> [UUID] {
+        try await pool.read { db in
+            try String.fetchAll(
+                db,
+                sql: """
+                    SELECT DISTINCT other.user_id FROM members mine
+                    JOIN members other ON other.conversation_id = mine.conversation_id AND other.user_id != mine.user_id
+                    WHERE mine.user_id = ?
+                      AND (SELECT COUNT(*) FROM members n WHERE n.conversation_id = mine.conversation_id) <= ?
+                    LIMIT ?
+                    """,
+                arguments: [userID.lowercased, maxGroupSize, limit]
+            ).map(Self.uuid)
         }
     }
 
@@ -331,8 +372,12 @@ public final class SQLiteChatStore: ChatStore {
 
     // MARK: Messages
 
-    public func send(_ request: SendRequest) async throws -> SendResult {
-        try await sendQueue.submit(request)
+    public func enqueueSend(_ request: SendRequest) -> Promise<SendResult> {
+        sendQueue.enqueue(request)
+    }
+
+    public func setCommitListener(_ listener: @escaping @Sendable ([SendResult]) -> Void) {
+        sendQueue.setListener(listener)
     }
 
     /// One send inside the shared transaction, in its own savepoint so that one failing send
@@ -377,6 +422,7 @@ public final class SQLiteChatStore: ChatStore {
                     """,
                 arguments: [seq, seq, cid, sender]
             )
+            let recipients = try String.fetchAll(db, sql: "SELECT user_id FROM members WHERE conversation_id = ?", arguments: [cid])
             result = SendResult(
                 message: Message(
                     id: request.messageID,
@@ -387,7 +433,8 @@ public final class SQLiteChatStore: ChatStore {
                     clientMsgID: request.clientMsgID,
                     createdAt: request.createdAt.truncatedToMillis
                 ),
-                replayed: false
+                replayed: false,
+                recipients: recipients.map(uuid)
             )
             return .commit
         }
@@ -425,29 +472,39 @@ public final class SQLiteChatStore: ChatStore {
         }
     }
 
-    public func advanceWatermark(_ kind: Watermark, conversationID: UUID, userID: UUID, to seq: Int64) async throws -> Int64 {
+    public func advanceWatermark(_ kind: Watermark, conversationID: UUID, userID: UUID, to seq: Int64) async throws -> WatermarkUpdate {
         let cid = conversationID.lowercased
-        let sql: String
-        switch kind {
-        case .read:
-            sql = """
-                UPDATE members SET
-                    read_seq = MAX(read_seq, MIN(?1, (SELECT last_seq FROM conversations WHERE id = ?2))),
-                    delivered_seq = MAX(delivered_seq, MIN(?1, (SELECT last_seq FROM conversations WHERE id = ?2)))
-                WHERE conversation_id = ?2 AND user_id = ?3 RETURNING read_seq
-                """
-        case .delivered:
-            sql = """
-                UPDATE members SET
-                    delivered_seq = MAX(delivered_seq, MIN(?1, (SELECT last_seq FROM conversations WHERE id = ?2)))
-                WHERE conversation_id = ?2 AND user_id = ?3 RETURNING delivered_seq
-                """
-        }
+        let uid = userID.lowercased
         return try await pool.write { db in
-            guard let value = try Int64.fetchOne(db, sql: sql, arguments: [seq, cid, userID.lowercased]) else {
-                throw ParleyError.conversationNotFound
+            guard
+                let row = try Row.fetchOne(
+                    db,
+                    sql: """
+                        SELECT m.read_seq, m.delivered_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+                        WHERE m.conversation_id = ? AND m.user_id = ?
+                        """,
+                    arguments: [cid, uid]
+                )
+            else { throw ParleyError.conversationNotFound }
+            let target = min(seq, row["last_seq"] as Int64)
+            let current: Int64 = kind == .read ? row["read_seq"] : row["delivered_seq"]
+            guard target > current else { return WatermarkUpdate(value: current, advanced: false) }
+            switch kind {
+            case .read:
+                try db.execute(
+                    sql: """
+                        UPDATE members SET read_seq = ?1, delivered_seq = MAX(delivered_seq, ?1)
+                        WHERE conversation_id = ?2 AND user_id = ?3
+                        """,
+                    arguments: [target, cid, uid]
+                )
+            case .delivered:
+                try db.execute(
+                    sql: "UPDATE members SET delivered_seq = ? WHERE conversation_id = ? AND user_id = ?",
+                    arguments: [target, cid, uid]
+                )
             }
-            return value
+            return WatermarkUpdate(value: target, advanced: true)
         }
     }
 

@@ -72,6 +72,9 @@ enum SQLiteSchema {
                     """
             )
         }
+        migrator.registerMigration("v2_last_seen") { db in
+            try db.execute(sql: "ALTER TABLE users ADD COLUMN last_seen_at INTEGER")
+        }
         return migrator
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 import ParleyCore
 import ParleySQLite
@@ -19,6 +20,8 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
     let tokens = try await JWTAccessTokens(secret: secret, lifetimeSeconds: configuration.accessTokenSeconds)
     let hasher = BcryptPasswordHasher(cost: configuration.bcryptCost)
     let limiter = InMemoryRateLimiter()
+    let bus = InProcessBus()
+    let presenceRegistry = InMemoryPresenceRegistry()
     let allowedOrigins = Set(configuration.corsAllowedOrigins)
 
     let accounts = AccountService(
@@ -26,10 +29,31 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
         hasher: hasher,
         issuer: tokens,
         limits: configuration.limits,
-        refreshLifetimeSeconds: configuration.refreshTokenSeconds
+        refreshLifetimeSeconds: configuration.refreshTokenSeconds,
+        bus: bus
     )
-    let chat = ChatService(store: store, hasher: hasher, limits: configuration.limits)
+    let chat = ChatService(
+        store: store,
+        hasher: hasher,
+        limits: configuration.limits,
+        bus: bus,
+        typing: TypingTracker(throttle: configuration.gateway.typingThrottleSeconds, ttl: configuration.gateway.typingTTLSeconds)
+    )
+    chat.publishCommittedMessages()
+    let presence = PresenceService(registry: presenceRegistry, store: store, bus: bus)
     let authenticator = Authenticator(tokens: tokens, store: store, csrf: OriginCheck(allowedOrigins: allowedOrigins))
+    let registry = ConnectionRegistry(bus: bus, logger: logger)
+    try await bus.start { delivery in registry.deliver(delivery) }
+    let gateway = Gateway(
+        chat: chat,
+        presence: presence,
+        authenticator: authenticator,
+        registry: registry,
+        limiter: limiter,
+        sendPolicy: configuration.rateLimits.send,
+        settings: configuration.gateway,
+        logger: logger
+    )
 
     let router = Router(context: ParleyRequestContext.self)
     router.add(middleware: MetricsMiddleware())
@@ -64,10 +88,45 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
         sendPolicy: configuration.rateLimits.send,
         maxRequestBytes: configuration.maxRequestBytes
     ).addRoutes(to: authenticated.group("conversations"))
+    PresenceController(presence: presence).addRoutes(to: authenticated.group("presence"))
+    api.get("ws") { _, _ -> Response in
+        throw ParleyError(.invalidInput, code: "upgrade_required", message: "This endpoint speaks WebSocket only.")
+    }
+
+    let webSocketRouter = Router(context: ParleyRequestContext.self)
+    webSocketRouter.add(middleware: ErrorMiddleware())
+    webSocketRouter.add(
+        middleware: IPRateLimitMiddleware(limiter: limiter, policy: configuration.rateLimits.ip, trustProxy: configuration.trustProxyHeaders)
+    )
+    webSocketRouter.add(middleware: WebSocketAuthMiddleware(authenticator: authenticator))
+    webSocketRouter.ws("api/v1/ws") { inbound, outbound, context in
+        try await gateway.handle(inbound: inbound, outbound: outbound, context: context)
+    }
 
     return Application(
         router: router,
+        server: .http1WebSocketUpgrade(
+            webSocketRouter: webSocketRouter,
+            configuration: .init(
+                ws: .init(
+                    maxFrameSize: configuration.gateway.maxFrameBytes,
+                    autoPing: .enabled(timePeriod: .seconds(configuration.gateway.heartbeatSeconds)),
+                    closeTimeout: .seconds(5),
+                    validateUTF8: true
+                )
+            )
+        ),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "parley"),
+        services: [
+            GatewayService(
+                registry: registry,
+                chat: chat,
+                presence: presence,
+                bus: bus,
+                interval: .seconds(configuration.gateway.maintenanceIntervalSeconds),
+                logger: logger
+            )
+        ],
         logger: logger
     )
 }

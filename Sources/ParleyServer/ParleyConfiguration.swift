@@ -33,6 +33,34 @@ public struct ParleyConfiguration: Sendable {
         }
     }
 
+    /// The WebSocket gateway.
+    public struct Gateway: Sendable {
+        /// Largest inbound frame / message in bytes; larger ones close the socket with 1009.
+        public var maxFrameBytes = 64 * 1024
+        /// Frames waiting to be written to one socket; a reader this far behind is disconnected (4008).
+        public var outboundQueueLimit = 1024
+        /// Time allowed for the first `auth` frame when the upgrade carried no credentials.
+        public var authTimeoutSeconds = 5.0
+        /// WebSocket ping period; a peer that misses a pong for this long is closed.
+        public var heartbeatSeconds = 30
+        /// Inbound frames per second per socket (token bucket), and the burst allowed.
+        public var framesPerSecond = 200.0
+        public var frameBurst = 400.0
+        /// Sends of one socket awaiting their commit before the socket stops reading.
+        public var maxInFlightSends = 512
+        /// Messages per conversation per `sync` reply; the client asks again while `hasMore`.
+        public var syncPageSize = 200
+        /// Conversations in one `sync` frame.
+        public var maxSyncCursors = 200
+        /// A `typing start` is relayed at most once per throttle interval and expires after the TTL.
+        public var typingThrottleSeconds = 3.0
+        public var typingTTLSeconds = 6.0
+        /// How often expired typing indicators are swept and presence heartbeats are sent.
+        public var maintenanceIntervalSeconds = 1.0
+
+        public init() {}
+    }
+
     public var host = "127.0.0.1"
     public var port = 8080
     /// Holds the SQLite database and the generated JWT key.
@@ -57,6 +85,7 @@ public struct ParleyConfiguration: Sendable {
     public var maxRequestBytes = 64 * 1024
     public var limits = Limits()
     public var rateLimits = RateLimits()
+    public var gateway = Gateway()
 
     public init() {}
 
@@ -108,6 +137,9 @@ public struct ParleyConfiguration: Sendable {
         if let v = try int("MAX_REQUEST_BYTES") { maxRequestBytes = v }
         if let v = try int("MAX_MESSAGE_BYTES") { limits.maxMessageBytes = v }
         if let v = try bool("RATE_LIMITS"), !v { rateLimits = .unlimited }
+        if let v = try int("WS_MAX_FRAME_BYTES") { gateway.maxFrameBytes = v }
+        if let v = try int("WS_QUEUE_LIMIT") { gateway.outboundQueueLimit = v }
+        if let v = try int("WS_HEARTBEAT_SECONDS") { gateway.heartbeatSeconds = v }
     }
 
     /// Rejects values that would make the node insecure or unable to work.
@@ -122,6 +154,9 @@ public struct ParleyConfiguration: Sendable {
         }
         guard maxRequestBytes >= 1024, limits.maxMessageBytes >= 1, limits.maxMessageBytes < maxRequestBytes else {
             throw ConfigurationError("max request bytes must be ≥ 1024 and larger than the max message bytes")
+        }
+        guard gateway.maxFrameBytes > limits.maxMessageBytes, gateway.outboundQueueLimit >= 16, gateway.heartbeatSeconds >= 1 else {
+            throw ConfigurationError("WebSocket: max frame bytes must exceed the max message bytes, queue limit ≥ 16, heartbeat ≥ 1 s")
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import NIOCore
 import ParleyCore
 
@@ -11,13 +12,18 @@ public struct Identity: Sendable {
     public var viaCookie: Bool
 }
 
-public struct ParleyRequestContext: RequestContext {
+public struct ParleyRequestContext: RequestContext, WebSocketRequestContext {
     public var coreContext: CoreRequestContextStorage
+    public let webSocket: WebSocketHandlerReference<Self>
+    /// The connection's channel; the gateway closes it directly when a socket must go at once.
+    public let channel: any Channel
     public var remoteAddress: SocketAddress?
     public var identity: Identity?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
+        self.webSocket = .init()
+        self.channel = source.channel
         self.remoteAddress = source.channel.remoteAddress
     }
 

@@ -120,14 +120,26 @@ struct MessageConformanceTests {
             #expect(conversation.member(alice.id)?.readSeq == 10, "own sends count as read")
             #expect(conversation.unreadCount(for: bob.id) == 10)
 
-            #expect(try await store.advanceWatermark(.delivered, conversationID: group.id, userID: bob.id, to: 8) == 8)
-            #expect(try await store.advanceWatermark(.read, conversationID: group.id, userID: bob.id, to: 4) == 4)
-            #expect(try await store.advanceWatermark(.read, conversationID: group.id, userID: bob.id, to: 2) == 4, "never backwards")
-            #expect(try await store.advanceWatermark(.read, conversationID: group.id, userID: bob.id, to: 99) == 10, "clamped")
+            #expect(
+                try await store.advanceWatermark(.delivered, conversationID: group.id, userID: bob.id, to: 8)
+                    == WatermarkUpdate(value: 8, advanced: true))
+            #expect(
+                try await store.advanceWatermark(.read, conversationID: group.id, userID: bob.id, to: 4) == WatermarkUpdate(value: 4, advanced: true))
+            #expect(
+                try await store.advanceWatermark(.read, conversationID: group.id, userID: bob.id, to: 2)
+                    == WatermarkUpdate(value: 4, advanced: false), "never backwards")
+            #expect(
+                try await store.advanceWatermark(.read, conversationID: group.id, userID: bob.id, to: 99)
+                    == WatermarkUpdate(value: 10, advanced: true), "clamped")
             conversation = try #require(try await store.conversation(id: group.id))
             #expect(conversation.member(bob.id)?.readSeq == 10)
             #expect(conversation.member(bob.id)?.deliveredSeq == 10)
             #expect(conversation.unreadCount(for: bob.id) == 0)
+            #expect(
+                try await store.advanceWatermark(.delivered, conversationID: group.id, userID: bob.id, to: 10)
+                    == WatermarkUpdate(value: 10, advanced: false),
+                "read already moved delivered"
+            )
             await expectParleyError("conversation_not_found") {
                 try await store.advanceWatermark(.read, conversationID: group.id, userID: UUID(), to: 1)
             }

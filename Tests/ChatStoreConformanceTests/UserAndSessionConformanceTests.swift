@@ -57,7 +57,7 @@ struct UserAndSessionConformanceTests {
                 return
             }
             #expect(rotated.id == session.id)
-            #expect(try await store.rotateRefreshToken(presentedHash: "t1", newHash: "t3", now: now) == .reused)
+            #expect(try await store.rotateRefreshToken(presentedHash: "t1", newHash: "t3", now: now) == .reused(rotated))
             #expect(try await store.session(id: session.id)?.revokedAt != nil)
             // The family is gone: even the newest token no longer works.
             #expect(try await store.rotateRefreshToken(presentedHash: "t2", newHash: "t4", now: now) == .invalid)

@@ -44,12 +44,22 @@ struct Authenticator: Sendable {
         } else {
             throw ParleyError.unauthenticated()
         }
+        if viaCookie {
+            try csrf.check(request)
+        }
+        return try await authenticate(token: token, viaCookie: viaCookie)
+    }
+
+    /// Whether the request carries any credentials at all.
+    func hasCredentials(_ request: Request) -> Bool {
+        request.headers[.authorization] != nil || !(request.cookies[Self.accessCookie]?.value.isEmpty ?? true)
+    }
+
+    /// Checks an access token and that its session is still live.
+    func authenticate(token: String, viaCookie: Bool) async throws -> Identity {
         let (userID, sessionID) = try await tokens.verify(token)
         guard let session = try await store.session(id: sessionID), session.userID == userID, session.isActive(at: .now) else {
             throw ParleyError.unauthenticated("Session has ended; log in again.", code: "session_revoked")
-        }
-        if viaCookie {
-            try csrf.check(request)
         }
         return Identity(userID: userID, sessionID: sessionID, viaCookie: viaCookie)
     }
@@ -60,10 +70,13 @@ struct Authenticator: Sendable {
 struct OriginCheck: Sendable {
     let allowedOrigins: Set<String>
 
-    func check(_ request: Request) throws {
-        switch request.method {
-        case .get, .head, .options: return
-        default: break
+    /// `always` also checks safe methods: a WebSocket upgrade is a GET that opens a two-way channel.
+    func check(_ request: Request, always: Bool = false) throws {
+        if !always {
+            switch request.method {
+            case .get, .head, .options: return
+            default: break
+            }
         }
         let origin = request.headers[.origin] ?? request.headers[.referer].flatMap(Self.origin(ofURL:))
         guard let origin, origin != "null" else {
@@ -84,5 +97,23 @@ struct OriginCheck: Sendable {
     static func origin(ofURL text: String) -> String? {
         guard let url = URL(string: text), let scheme = url.scheme, let host = url.host else { return nil }
         return "\(scheme)://\(host)" + (url.port.map { ":\($0)" } ?? "")
+    }
+}
+
+/// Authenticates a WebSocket upgrade when it carries credentials (a cookie must come with an
+/// allowed Origin). Bad credentials refuse the upgrade with 401; none lets the upgrade through
+/// and the socket must send an `auth` frame.
+struct WebSocketAuthMiddleware: RouterMiddleware {
+    typealias Context = ParleyRequestContext
+    let authenticator: Authenticator
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard authenticator.hasCredentials(request) else { return try await next(request, context) }
+        if request.headers[.authorization] == nil {
+            try authenticator.csrf.check(request, always: true)
+        }
+        var context = context
+        context.identity = try await authenticator.authenticate(request)
+        return try await next(request, context)
     }
 }

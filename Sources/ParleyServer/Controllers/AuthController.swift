@@ -79,7 +79,7 @@ struct AuthController {
 
     @Sendable func logout(_ request: Request, context: ParleyRequestContext) async throws -> Response {
         let identity = try await authenticator.authenticate(request)
-        try await accounts.logout(sessionID: identity.sessionID)
+        try await accounts.logout(userID: identity.userID, sessionID: identity.sessionID)
         var response = Response(status: .noContent)
         for (name, path) in [(Authenticator.accessCookie, "/"), (Authenticator.refreshCookie, "/api/v1/auth")] {
             response.setCookie(Cookie(name: name, value: "", maxAge: 0, path: path, secure: secureCookies, httpOnly: true, sameSite: .strict))

@@ -1,0 +1,115 @@
+import DequeModule
+import Foundation
+import NIOCore
+import NIOWebSocket
+import ParleyCore
+import Synchronization
+
+/// Close codes Parley uses besides the standard ones.
+enum CloseCode {
+    /// The socket's outbound queue overflowed: the client reads too slowly and should reconnect and sync.
+    static let slowConsumer: UInt16 = 4008
+    /// The session behind the socket was revoked (logout or refresh-token reuse).
+    static let sessionRevoked: UInt16 = 4001
+    /// RFC 6455 policy violation: no or bad authentication, or frames far over the rate limit.
+    static let policyViolation: UInt16 = 1008
+}
+
+/// One authenticated WebSocket: its identity and a bounded queue of frames to write.
+///
+/// Producers (bus deliveries, the socket's own replies) `enqueue` without waiting. The socket's
+/// writer task takes frames with `next()`. When the queue is full the client is not keeping up:
+/// the connection closes itself, so that one slow reader never holds up the others.
+final class Connection: Sendable {
+    let id: UUID
+    let userID: UUID
+    let sessionID: UUID
+    private let channel: any Channel
+    private let limit: Int
+
+    private struct State {
+        var frames = Deque<String>()
+        var waiter: CheckedContinuation<String?, Never>?
+        var closed = false
+    }
+
+    // Guarded by its Mutex; the waiter is resumed outside the lock.
+    private let state = Mutex(State())
+
+    init(id: UUID = UUID(), userID: UUID, sessionID: UUID, channel: any Channel, limit: Int) {
+        self.id = id
+        self.userID = userID
+        self.sessionID = sessionID
+        self.channel = channel
+        self.limit = limit
+    }
+
+    /// Queues a text frame; false if the connection is closed or just overflowed.
+    @discardableResult
+    func enqueue(_ text: String) -> Bool {
+        enum Outcome { case queued, handedOver(CheckedContinuation<String?, Never>), closed, overflow }
+        let outcome: Outcome = state.withLock { state in
+            if state.closed { return .closed }
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return .handedOver(waiter)
+            }
+            guard state.frames.count < limit else {
+                state.closed = true
+                state.frames.removeAll()
+                return .overflow
+            }
+            state.frames.append(text)
+            return .queued
+        }
+        switch outcome {
+        case .queued: return true
+        case .handedOver(let waiter):
+            waiter.resume(returning: text)
+            return true
+        case .closed: return false
+        case .overflow:
+            forceClose(code: CloseCode.slowConsumer, reason: "slow consumer: reconnect and sync")
+            return false
+        }
+    }
+
+    /// The next frame to write, or nil once the connection is closed.
+    func next() async -> String? {
+        await withCheckedContinuation { continuation in
+            let ready: String?? = state.withLock { state in
+                if let frame = state.frames.popFirst() { return .some(frame) }
+                if state.closed { return .some(nil) }
+                state.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
+    /// Stops accepting frames and wakes the writer; frames already queued are dropped.
+    func shutdown() {
+        let waiter: CheckedContinuation<String?, Never>? = state.withLock { state in
+            state.closed = true
+            state.frames.removeAll()
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: nil)
+    }
+
+    /// Closes the socket now, even if the peer is not reading: a close frame is written straight to
+    /// the channel (it reaches a peer that is merely slow) and the channel is closed shortly after.
+    func forceClose(code: UInt16, reason: String) {
+        shutdown()
+        var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        data.writeInteger(code)
+        data.writeString(reason)
+        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
+        let channel = self.channel
+        channel.writeAndFlush(frame).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+        channel.eventLoop.scheduleTask(in: .milliseconds(500)) { channel.close(promise: nil) }
+    }
+}

@@ -1,0 +1,347 @@
+import Foundation
+import HummingbirdWebSocket
+import Logging
+import Metrics
+import NIOCore
+import ParleyCore
+
+/// The WebSocket gateway at `/api/v1/ws`: authentication, the per-socket reader and writer, and
+/// the translation between frames and `ChatService` / `PresenceService` calls. Events reach sockets
+/// only through the Bus (see `ConnectionRegistry.deliver`), never by a shortcut that would break
+/// with several nodes.
+struct Gateway: Sendable {
+    let chat: ChatService
+    let presence: PresenceService
+    let authenticator: Authenticator
+    let registry: ConnectionRegistry
+    let limiter: any RateLimiter
+    let sendPolicy: RateLimitPolicy
+    let settings: ParleyConfiguration.Gateway
+    let logger: Logger
+
+    static let framesIn = Counter(label: "parley_ws_frames_in_total")
+
+    func handle(
+        inbound: WebSocketInboundStream,
+        outbound: WebSocketOutboundWriter,
+        context: WebSocketRouterContext<ParleyRequestContext>
+    ) async throws {
+        let socket = SocketSession(gateway: self, outbound: outbound, channel: context.requestContext.channel, logger: context.logger)
+        try await socket.run(inbound: inbound, identity: context.requestContext.identity)
+    }
+}
+
+/// One socket from upgrade to close.
+final class SocketSession: Sendable {
+    private let gateway: Gateway
+    private let outbound: WebSocketOutboundWriter
+    private let channel: any Channel
+    private let logger: Logger
+    /// Resolved with the connection once authenticated; the writer starts then.
+    private let ready = Promise<Connection>()
+    private let acks: AsyncStream<PendingAck>
+    private let acksContinuation: AsyncStream<PendingAck>.Continuation
+    private let inFlight: InFlightLimiter
+
+    struct PendingAck: Sendable {
+        var clientMsgID: String?
+        var result: Promise<SendResult>
+    }
+
+    private enum TaskEnd {
+        case reader
+        case writer
+        case acks
+        case authWatchdog(timedOut: Bool)
+    }
+
+    init(gateway: Gateway, outbound: WebSocketOutboundWriter, channel: any Channel, logger: Logger) {
+        self.gateway = gateway
+        self.outbound = outbound
+        self.channel = channel
+        self.logger = logger
+        (acks, acksContinuation) = AsyncStream.makeStream(of: PendingAck.self)
+        inFlight = InFlightLimiter(limit: gateway.settings.maxInFlightSends)
+    }
+
+    func run(inbound: WebSocketInboundStream, identity: Identity?) async throws {
+        let connection: Connection? = if let identity { try await open(identity) } else { nil }
+        defer { acksContinuation.finish() }
+        try await withThrowingTaskGroup(of: TaskEnd.self) { group in
+            group.addTask { try await self.writeLoop() }
+            group.addTask { await self.ackLoop() }
+            if connection == nil {
+                group.addTask { await self.authWatchdog() }
+            }
+            group.addTask { try await self.readLoop(inbound: inbound, authenticated: connection) }
+            while let end = try await group.next() {
+                if case .authWatchdog(timedOut: false) = end { continue }
+                break
+            }
+            group.cancelAll()
+        }
+        // Settle `ready` so nothing waits on it any more; an open connection is then torn down.
+        ready.resolve(.failure(CancellationError()))
+        if let connection = (try? ready.resolved?.get()) ?? connection {
+            await close(connection)
+        }
+    }
+
+    // MARK: Lifecycle
+
+    /// Registers an authenticated socket: `hello` is queued first, and the writer starts only once the
+    /// node is subscribed to the user's events, so a client that has seen `hello` misses nothing.
+    private func open(_ identity: Identity) async throws -> Connection {
+        let connection = Connection(
+            userID: identity.userID,
+            sessionID: identity.sessionID,
+            channel: channel,
+            limit: gateway.settings.outboundQueueLimit
+        )
+        connection.enqueue(
+            ServerFrame.encode(
+                ServerFrame.Hello(
+                    userId: identity.userID.lowercased,
+                    sessionId: identity.sessionID.lowercased,
+                    heartbeatSeconds: gateway.settings.heartbeatSeconds
+                )
+            )
+        )
+        do {
+            try await gateway.registry.add(connection)
+        } catch {
+            gateway.registry.remove(connection)
+            throw error
+        }
+        ready.resolve(.success(connection))
+        do {
+            try await gateway.presence.connected(userID: identity.userID, connectionID: connection.id)
+        } catch {
+            logger.warning("presence update failed", metadata: ["parley.error": "\(error)"])
+        }
+        logger.debug(
+            "socket opened",
+            metadata: ["parley.user_id": "\(identity.userID.lowercased)", "parley.connection_id": "\(connection.id.lowercased)"]
+        )
+        return connection
+    }
+
+    private func close(_ connection: Connection) async {
+        gateway.registry.remove(connection)
+        connection.shutdown()
+        do {
+            try await gateway.presence.disconnected(userID: connection.userID, connectionID: connection.id)
+        } catch {
+            logger.warning("presence update failed", metadata: ["parley.error": "\(error)"])
+        }
+        logger.debug("socket closed", metadata: ["parley.connection_id": "\(connection.id.lowercased)"])
+    }
+
+    // MARK: Tasks
+
+    private func writeLoop() async throws -> TaskEnd {
+        let ready = self.ready
+        let connection = await withTaskCancellationHandler {
+            try? await ready.value
+        } onCancel: {
+            ready.resolve(.failure(CancellationError()))
+        }
+        guard let connection else { return .writer }
+        while let frame = await withTaskCancellationHandler(operation: { await connection.next() }, onCancel: { connection.shutdown() }) {
+            try await outbound.write(.text(frame))
+        }
+        return .writer
+    }
+
+    /// Acks and send errors, in the order the sends arrived; each waits for its commit.
+    private func ackLoop() async -> TaskEnd {
+        for await pending in acks {
+            let frame: String
+            do {
+                let result = try await pending.result.value
+                frame = ServerFrame.encode(ServerFrame.Ack(clientMsgId: pending.clientMsgID, message: MessageDTO(message: result.message)))
+            } catch let error as ParleyError {
+                frame = ServerFrame.error(error, ref: pending.clientMsgID)
+            } catch {
+                frame = ServerFrame.error(.internal(detail: "\(error)"), ref: pending.clientMsgID)
+            }
+            inFlight.release()
+            (try? await ready.value)?.enqueue(frame)
+        }
+        return .acks
+    }
+
+    private func authWatchdog() async -> TaskEnd {
+        try? await Task.sleep(for: .seconds(gateway.settings.authTimeoutSeconds))
+        if Task.isCancelled { return .authWatchdog(timedOut: false) }
+        if case .success = ready.resolved { return .authWatchdog(timedOut: false) }
+        try? await outbound.close(.policyViolation, reason: "authentication timeout")
+        return .authWatchdog(timedOut: true)
+    }
+
+    private func readLoop(inbound: WebSocketInboundStream, authenticated: Connection?) async throws -> TaskEnd {
+        var connection = authenticated
+        var budget = FrameBudget(perSecond: gateway.settings.framesPerSecond, burst: gateway.settings.frameBurst)
+        var refused = 0
+        for try await message in inbound.messages(maxSize: gateway.settings.maxFrameBytes) {
+            Gateway.framesIn.increment()
+            guard budget.take() else {
+                refused += 1
+                if refused > Int(gateway.settings.frameBurst) {
+                    try await outbound.close(.policyViolation, reason: "frame rate limit")
+                    return .reader
+                }
+                try await reply(ServerFrame.error(ParleyError.rateLimited(retryAfterSeconds: 1)), connection)
+                continue
+            }
+            refused = 0
+            guard case .text(let text) = message else {
+                try await reply(ServerFrame.error(.invalid("Only JSON text frames are accepted.", code: "binary_not_supported")), connection)
+                continue
+            }
+            let frame: ClientFrame
+            do {
+                frame = try JSONDecoder().decode(ClientFrame.self, from: Data(text.utf8))
+            } catch {
+                try await reply(
+                    ServerFrame.error(.invalid("Frame is not a JSON object with a string \"type\" and valid fields.", code: "invalid_frame")),
+                    connection
+                )
+                continue
+            }
+            if let connection {
+                await handle(frame, connection)
+            } else {
+                connection = try await authenticate(frame)
+            }
+        }
+        return .reader
+    }
+
+    /// Replies before authentication go straight to the socket; after, through the queue.
+    private func reply(_ frame: String, _ connection: Connection?) async throws {
+        if let connection {
+            connection.enqueue(frame)
+        } else {
+            try await outbound.write(.text(frame))
+        }
+    }
+
+    private func authenticate(_ frame: ClientFrame) async throws -> Connection? {
+        switch frame.type {
+        case "auth":
+            guard let token = frame.token else {
+                try await reply(ServerFrame.error(.invalid("auth needs a token.", code: "invalid_frame")), nil)
+                return nil
+            }
+            do {
+                let identity = try await gateway.authenticator.authenticate(token: token, viaCookie: false)
+                return try await open(identity)
+            } catch let error as ParleyError {
+                try await reply(ServerFrame.error(error), nil)
+                try await outbound.close(.policyViolation, reason: "authentication failed")
+                return nil
+            }
+        case "ping":
+            try await reply(ServerFrame.encode(ServerFrame.Pong()), nil)
+            return nil
+        default:
+            try await reply(ServerFrame.error(.unauthenticated("Send an auth frame first.")), nil)
+            return nil
+        }
+    }
+
+    // MARK: Frames
+
+    private func handle(_ frame: ClientFrame, _ connection: Connection) async {
+        let userID = connection.userID
+        do {
+            switch frame.type {
+            case "send":
+                await send(frame, connection)
+            case "typing":
+                let conversationID = try Self.conversationID(frame)
+                guard let state = frame.state.flatMap(TypingState.init(rawValue:)) else {
+                    throw ParleyError.invalid("state must be \"start\" or \"stop\".", code: "invalid_frame")
+                }
+                try await gateway.chat.setTyping(caller: userID, conversationID: conversationID, state: state)
+            case "delivered", "read":
+                let conversationID = try Self.conversationID(frame)
+                guard let seq = frame.seq else { throw ParleyError.invalid("\(frame.type) needs a seq.", code: "invalid_frame") }
+                try await gateway.chat.advance(frame.type == "read" ? .read : .delivered, caller: userID, conversationID: conversationID, seq: seq)
+            case "sync":
+                try await sync(frame, connection)
+            case "ping":
+                connection.enqueue(ServerFrame.encode(ServerFrame.Pong()))
+            case "auth":
+                throw ParleyError.invalid("This socket is already authenticated.", code: "already_authenticated")
+            default:
+                throw ParleyError.invalid("Unknown frame type.", code: "unknown_type")
+            }
+        } catch let error as ParleyError {
+            connection.enqueue(ServerFrame.error(error, ref: frame.clientMsgId ?? frame.conversationId))
+        } catch {
+            logger.error("frame failed", metadata: ["parley.error": "\(String(reflecting: error))"])
+            connection.enqueue(ServerFrame.error(.internal(detail: "\(error)"), ref: frame.clientMsgId ?? frame.conversationId))
+        }
+    }
+
+    /// Queues the send in arrival order and moves on; `ackLoop` answers once it is committed.
+    private func send(_ frame: ClientFrame, _ connection: Connection) async {
+        let promise: Promise<SendResult>
+        do {
+            let conversationID = try Self.conversationID(frame)
+            guard let body = frame.body else { throw ParleyError.invalid("send needs a body.", code: "invalid_frame") }
+            try await gateway.limiter.enforce("user:" + connection.userID.lowercased, policy: gateway.sendPolicy)
+            promise = try gateway.chat.enqueueSend(
+                caller: connection.userID, conversationID: conversationID, body: body, clientMsgID: frame.clientMsgId)
+        } catch {
+            promise = Promise()
+            promise.resolve(.failure(error))
+        }
+        let inFlight = self.inFlight
+        await withTaskCancellationHandler {
+            await inFlight.acquire()
+        } onCancel: {
+            inFlight.cancelAll()
+        }
+        acksContinuation.yield(PendingAck(clientMsgID: frame.clientMsgId, result: promise))
+    }
+
+    private func sync(_ frame: ClientFrame, _ connection: Connection) async throws {
+        guard let cursors = frame.cursors else { throw ParleyError.invalid("sync needs cursors.", code: "invalid_frame") }
+        guard cursors.count <= gateway.settings.maxSyncCursors else {
+            throw ParleyError.invalid("At most \(gateway.settings.maxSyncCursors) cursors per sync.", code: "too_many_cursors")
+        }
+        for (key, after) in cursors.sorted(by: { $0.key < $1.key }) {
+            do {
+                guard let conversationID = UUID(uuidString: key) else {
+                    throw ParleyError.invalid("Cursor keys must be conversation ids.", code: "invalid_id")
+                }
+                let page = try await gateway.chat.sync(
+                    caller: connection.userID,
+                    conversationID: conversationID,
+                    after: after,
+                    limit: gateway.settings.syncPageSize
+                )
+                for message in page.messages {
+                    connection.enqueue(ServerFrame.encode(ServerFrame.MessageFrame(message: MessageDTO(message: message))))
+                }
+                connection.enqueue(
+                    ServerFrame.encode(
+                        ServerFrame.Synced(conversationId: conversationID.lowercased, hasMore: page.hasMore, lastSeq: page.messages.last?.seq)
+                    )
+                )
+            } catch let error as ParleyError {
+                connection.enqueue(ServerFrame.error(error, ref: key))
+            }
+        }
+    }
+
+    private static func conversationID(_ frame: ClientFrame) throws -> UUID {
+        guard let raw = frame.conversationId, let id = UUID(uuidString: raw) else {
+            throw ParleyError.invalid("conversationId must be a conversation id.", code: "invalid_frame")
+        }
+        return id
+    }
+}
