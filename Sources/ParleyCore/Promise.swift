@@ -2,23 +2,42 @@ import Synchronization
 
 /// A value that will be set once and can be awaited by any number of tasks.
 public final class Promise<Value: Sendable>: Sendable {
+    public typealias Callback = @Sendable (Result<Value, any Error>) -> Void
+
     private enum State {
-        case waiting([CheckedContinuation<Value, any Error>])
+        case waiting([CheckedContinuation<Value, any Error>], [Callback])
         case done(Result<Value, any Error>)
     }
 
-    // Guarded by its Mutex; continuations are resumed outside the lock.
-    private let state = Mutex(State.waiting([]))
+    // Guarded by its Mutex; callbacks and continuations run outside the lock.
+    private let state = Mutex(State.waiting([], []))
 
     public init() {}
 
     public func resolve(_ result: Result<Value, any Error>) {
-        let waiters: [CheckedContinuation<Value, any Error>] = state.withLock { state in
-            guard case .waiting(let waiters) = state else { return [] }
+        let (waiters, callbacks): ([CheckedContinuation<Value, any Error>], [Callback]) = state.withLock { state in
+            guard case .waiting(let waiters, let callbacks) = state else { return ([], []) }
             state = .done(result)
-            return waiters
+            return (waiters, callbacks)
         }
+        for callback in callbacks { callback(result) }
         for waiter in waiters { waiter.resume(with: result) }
+    }
+
+    /// Runs `callback` synchronously when the promise resolves (at once if it already has), on the
+    /// resolving thread, before any awaiting task resumes.
+    public func whenResolved(_ callback: @escaping Callback) {
+        let done: Result<Value, any Error>? = state.withLock { state in
+            switch state {
+            case .waiting(let waiters, var callbacks):
+                callbacks.append(callback)
+                state = .waiting(waiters, callbacks)
+                return nil
+            case .done(let result):
+                return result
+            }
+        }
+        if let done { callback(done) }
     }
 
     /// The result if already resolved, without waiting.
@@ -34,9 +53,9 @@ public final class Promise<Value: Sendable>: Sendable {
             try await withCheckedThrowingContinuation { continuation in
                 let done: Result<Value, any Error>? = state.withLock { state in
                     switch state {
-                    case .waiting(var waiters):
+                    case .waiting(var waiters, let callbacks):
                         waiters.append(continuation)
-                        state = .waiting(waiters)
+                        state = .waiting(waiters, callbacks)
                         return nil
                     case .done(let result):
                         return result

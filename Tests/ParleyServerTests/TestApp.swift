@@ -42,6 +42,9 @@ struct TestApp {
     struct Client {
         let client: any TestClientProtocol
 
+        /// The live server's port (only with `.live`).
+        var port: Int { client.port ?? 0 }
+
         struct Reply {
             var status: HTTPResponse.Status
             var headers: HTTPFields

@@ -39,19 +39,11 @@ final class SocketSession: Sendable {
     private let logger: Logger
     /// Resolved with the connection once authenticated; the writer starts then.
     private let ready = Promise<Connection>()
-    private let acks: AsyncStream<PendingAck>
-    private let acksContinuation: AsyncStream<PendingAck>.Continuation
     private let inFlight: InFlightLimiter
-
-    struct PendingAck: Sendable {
-        var clientMsgID: String?
-        var result: Promise<SendResult>
-    }
 
     private enum TaskEnd {
         case reader
         case writer
-        case acks
         case authWatchdog(timedOut: Bool)
     }
 
@@ -60,16 +52,13 @@ final class SocketSession: Sendable {
         self.outbound = outbound
         self.channel = channel
         self.logger = logger
-        (acks, acksContinuation) = AsyncStream.makeStream(of: PendingAck.self)
         inFlight = InFlightLimiter(limit: gateway.settings.maxInFlightSends)
     }
 
     func run(inbound: WebSocketInboundStream, identity: Identity?) async throws {
         let connection: Connection? = if let identity { try await open(identity) } else { nil }
-        defer { acksContinuation.finish() }
         try await withThrowingTaskGroup(of: TaskEnd.self) { group in
             group.addTask { try await self.writeLoop() }
-            group.addTask { await self.ackLoop() }
             if connection == nil {
                 group.addTask { await self.authWatchdog() }
             }
@@ -129,11 +118,16 @@ final class SocketSession: Sendable {
     private func close(_ connection: Connection) async {
         gateway.registry.remove(connection)
         connection.shutdown()
-        do {
-            try await gateway.presence.disconnected(userID: connection.userID, connectionID: connection.id)
-        } catch {
-            logger.warning("presence update failed", metadata: ["parley.error": "\(error)"])
-        }
+        // Not cancelled with the socket's tasks: the user's last-seen time must still be written.
+        let presence = gateway.presence
+        let logger = self.logger
+        await Task {
+            do {
+                try await presence.disconnected(userID: connection.userID, connectionID: connection.id)
+            } catch {
+                logger.warning("presence update failed", metadata: ["parley.error": "\(error)"])
+            }
+        }.value
         logger.debug("socket closed", metadata: ["parley.connection_id": "\(connection.id.lowercased)"])
     }
 
@@ -151,24 +145,6 @@ final class SocketSession: Sendable {
             try await outbound.write(.text(frame))
         }
         return .writer
-    }
-
-    /// Acks and send errors, in the order the sends arrived; each waits for its commit.
-    private func ackLoop() async -> TaskEnd {
-        for await pending in acks {
-            let frame: String
-            do {
-                let result = try await pending.result.value
-                frame = ServerFrame.encode(ServerFrame.Ack(clientMsgId: pending.clientMsgID, message: MessageDTO(message: result.message)))
-            } catch let error as ParleyError {
-                frame = ServerFrame.error(error, ref: pending.clientMsgID)
-            } catch {
-                frame = ServerFrame.error(.internal(detail: "\(error)"), ref: pending.clientMsgID)
-            }
-            inFlight.release()
-            (try? await ready.value)?.enqueue(frame)
-        }
-        return .acks
     }
 
     private func authWatchdog() async -> TaskEnd {
@@ -286,8 +262,15 @@ final class SocketSession: Sendable {
         }
     }
 
-    /// Queues the send in arrival order and moves on; `ackLoop` answers once it is committed.
+    /// Queues the send in arrival order and moves on. The ack (or error) is queued on the socket the
+    /// moment the commit resolves, before the message is published, so the sender hears `ack` first.
     private func send(_ frame: ClientFrame, _ connection: Connection) async {
+        let inFlight = self.inFlight
+        await withTaskCancellationHandler {
+            await inFlight.acquire()
+        } onCancel: {
+            inFlight.cancelAll()
+        }
         let promise: Promise<SendResult>
         do {
             let conversationID = try Self.conversationID(frame)
@@ -299,13 +282,18 @@ final class SocketSession: Sendable {
             promise = Promise()
             promise.resolve(.failure(error))
         }
-        let inFlight = self.inFlight
-        await withTaskCancellationHandler {
-            await inFlight.acquire()
-        } onCancel: {
-            inFlight.cancelAll()
+        let clientMsgID = frame.clientMsgId
+        promise.whenResolved { result in
+            inFlight.release()
+            switch result {
+            case .success(let sent):
+                connection.enqueue(ServerFrame.encode(ServerFrame.Ack(clientMsgId: clientMsgID, message: MessageDTO(message: sent.message))))
+            case .failure(let error as ParleyError):
+                connection.enqueue(ServerFrame.error(error, ref: clientMsgID))
+            case .failure(let error):
+                connection.enqueue(ServerFrame.error(.internal(detail: "\(error)"), ref: clientMsgID))
+            }
         }
-        acksContinuation.yield(PendingAck(clientMsgID: frame.clientMsgId, result: promise))
     }
 
     private func sync(_ frame: ClientFrame, _ connection: Connection) async throws {
