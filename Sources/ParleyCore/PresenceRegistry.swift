@@ -73,6 +73,7 @@ public struct PresenceService: Sendable {
     }
 
     public func disconnected(userID: UUID, connectionID: UUID, now: Date = .now) async throws {
+        let now = now.truncatedToMillis
         if try await registry.disconnect(userID: userID, connectionID: connectionID, now: now) {
             try await store.setLastSeen(userID: userID, at: now)
             try await announce(Presence(userID: userID, status: .offline, lastSeenAt: now))

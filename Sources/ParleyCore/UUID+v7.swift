@@ -32,3 +32,11 @@ extension UUID {
     /// Lower-case canonical form, the one used on the wire and in the stores.
     public var lowercased: String { uuidString.lowercased() }
 }
+
+extension Date {
+    /// Milliseconds since 1970, the precision every store keeps.
+    public var millis: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
+
+    /// This time at millisecond precision, as it will read back from a store.
+    public var truncatedToMillis: Date { Date(timeIntervalSince1970: TimeInterval(millis) / 1000) }
+}

@@ -99,9 +99,3 @@ extension SQLiteChatStore {
             .replacingOccurrences(of: "_", with: "\\_")
     }
 }
-
-extension Date {
-    /// Milliseconds since 1970, the stored form of every time.
-    var millis: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
-    var truncatedToMillis: Date { Date(timeIntervalSince1970: TimeInterval(millis) / 1000) }
-}

@@ -31,6 +31,8 @@ final class Connection: Sendable {
         var frames = Deque<String>()
         var waiter: CheckedContinuation<String?, Never>?
         var closed = false
+        /// Set by `close(code:reason:)`: the writer sends this close frame after the queued frames.
+        var closeRequest: (code: UInt16, reason: String)?
     }
 
     // Guarded by its Mutex; the waiter is resumed outside the lock.
@@ -74,7 +76,8 @@ final class Connection: Sendable {
         }
     }
 
-    /// The next frame to write, or nil once the connection is closed.
+    /// The next frame to write, or nil once the connection is closed (after a clean close, only once
+    /// the frames queued before it are written).
     func next() async -> String? {
         await withCheckedContinuation { continuation in
             let ready: String?? = state.withLock { state in
@@ -85,6 +88,24 @@ final class Connection: Sendable {
             }
             if let ready { continuation.resume(returning: ready) }
         }
+    }
+
+    /// The close the writer should perform once the queue is drained, if one was requested.
+    var requestedClose: (code: UInt16, reason: String)? { state.withLock { $0.closeRequest } }
+
+    /// Closes cleanly: frames already queued are still written, then the writer sends a close frame
+    /// with `code`. If the writer cannot get there within two seconds the channel is closed anyway.
+    func close(code: UInt16, reason: String) {
+        let waiter: CheckedContinuation<String?, Never>? = state.withLock { state in
+            guard !state.closed else { return nil }
+            state.closed = true
+            state.closeRequest = (code, reason)
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: nil)
+        let channel = self.channel
+        channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
     }
 
     /// Stops accepting frames and wakes the writer; frames already queued are dropped.

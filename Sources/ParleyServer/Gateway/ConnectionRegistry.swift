@@ -103,7 +103,7 @@ final class ConnectionRegistry: Sendable {
         guard !targets.isEmpty else { return }
         if case .sessionRevoked(let sessionID) = delivery.event {
             for connection in targets where connection.sessionID == sessionID {
-                connection.forceClose(code: CloseCode.sessionRevoked, reason: "session revoked")
+                connection.close(code: CloseCode.sessionRevoked, reason: "session revoked")
             }
             return
         }

@@ -144,6 +144,9 @@ final class SocketSession: Sendable {
         while let frame = await withTaskCancellationHandler(operation: { await connection.next() }, onCancel: { connection.shutdown() }) {
             try await outbound.write(.text(frame))
         }
+        if let close = connection.requestedClose {
+            try await outbound.close(.unknown(close.code), reason: close.reason)
+        }
         return .writer
     }
 
