@@ -51,6 +51,7 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
         registry: registry,
         limiter: limiter,
         sendPolicy: configuration.rateLimits.send,
+        framePolicy: configuration.rateLimits.webSocketFrames,
         settings: configuration.gateway,
         logger: logger
     )

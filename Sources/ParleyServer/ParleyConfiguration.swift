@@ -19,13 +19,15 @@ public struct ParleyConfiguration: Sendable {
         public var send = RateLimitPolicy(name: "send", burst: 100, perSecond: 30)
         /// Every request, per client IP.
         public var ip = RateLimitPolicy(name: "ip", burst: 500, perSecond: 200)
+        /// Inbound WebSocket frames per socket (a local token bucket). Far past it, the socket is closed.
+        public var webSocketFrames = RateLimitPolicy(name: "ws_frames", burst: 400, perSecond: 200)
 
         public init() {}
 
         /// Limits high enough to never trigger; for load tests and test suites.
         public static var unlimited: RateLimits {
             var limits = RateLimits()
-            for keyPath in [\RateLimits.auth, \.api, \.send, \.ip] {
+            for keyPath in [\RateLimits.auth, \.api, \.send, \.ip, \.webSocketFrames] {
                 limits[keyPath: keyPath].burst = 1_000_000
                 limits[keyPath: keyPath].perSecond = 1_000_000
             }
@@ -43,9 +45,6 @@ public struct ParleyConfiguration: Sendable {
         public var authTimeoutSeconds = 5.0
         /// WebSocket ping period; a peer that misses a pong for this long is closed.
         public var heartbeatSeconds = 30
-        /// Inbound frames per second per socket (token bucket), and the burst allowed.
-        public var framesPerSecond = 200.0
-        public var frameBurst = 400.0
         /// Sends of one socket awaiting their commit before the socket stops reading.
         public var maxInFlightSends = 512
         /// Messages per conversation per `sync` reply; the client asks again while `hasMore`.

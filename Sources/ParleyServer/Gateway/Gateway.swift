@@ -3,6 +3,7 @@ import HummingbirdWebSocket
 import Logging
 import Metrics
 import NIOCore
+import NIOWebSocket
 import ParleyCore
 
 /// The WebSocket gateway at `/api/v1/ws`: authentication, the per-socket reader and writer, and
@@ -16,6 +17,7 @@ struct Gateway: Sendable {
     let registry: ConnectionRegistry
     let limiter: any RateLimiter
     let sendPolicy: RateLimitPolicy
+    let framePolicy: RateLimitPolicy
     let settings: ParleyConfiguration.Gateway
     let logger: Logger
 
@@ -57,6 +59,24 @@ final class SocketSession: Sendable {
 
     func run(inbound: WebSocketInboundStream, identity: Identity?) async throws {
         let connection: Connection? = if let identity { try await open(identity) } else { nil }
+        // Whatever ends the socket (the peer, an overflow, a write error), the connection is torn down.
+        var failure: (any Error)?
+        do {
+            try await runTasks(inbound: inbound, connection: connection)
+        } catch {
+            failure = error
+        }
+        // Settle `ready` so nothing waits on it any more; an open connection is then torn down.
+        ready.resolve(.failure(CancellationError()))
+        if let connection = (try? ready.resolved?.get()) ?? connection {
+            await close(connection)
+        }
+        if let failure, !(failure is CancellationError) {
+            logger.debug("socket ended with an error", metadata: ["parley.error": "\(failure)"])
+        }
+    }
+
+    private func runTasks(inbound: WebSocketInboundStream, connection: Connection?) async throws {
         try await withThrowingTaskGroup(of: TaskEnd.self) { group in
             group.addTask { try await self.writeLoop() }
             if connection == nil {
@@ -64,15 +84,22 @@ final class SocketSession: Sendable {
             }
             group.addTask { try await self.readLoop(inbound: inbound, authenticated: connection) }
             while let end = try await group.next() {
-                if case .authWatchdog(timedOut: false) = end { continue }
+                switch end {
+                case .authWatchdog(timedOut: false):
+                    continue
+                case .reader:
+                    // Let the writer flush what is queued (replies to the last frames, a close frame),
+                    // then stop; `Connection.close` bounds this with a hard close.
+                    if case .success(let connection) = ready.resolved {
+                        connection.close(code: 1000, reason: "")
+                        continue
+                    }
+                default:
+                    break
+                }
                 break
             }
             group.cancelAll()
-        }
-        // Settle `ready` so nothing waits on it any more; an open connection is then torn down.
-        ready.resolve(.failure(CancellationError()))
-        if let connection = (try? ready.resolved?.get()) ?? connection {
-            await close(connection)
         }
     }
 
@@ -145,7 +172,8 @@ final class SocketSession: Sendable {
             try await outbound.write(.text(frame))
         }
         if let close = connection.requestedClose {
-            try await outbound.close(.unknown(close.code), reason: close.reason)
+            // The peer may already be gone; there is nothing more to tell it then.
+            try? await outbound.close(WebSocketErrorCode(codeNumber: Int(close.code)), reason: close.reason)
         }
         return .writer
     }
@@ -160,14 +188,18 @@ final class SocketSession: Sendable {
 
     private func readLoop(inbound: WebSocketInboundStream, authenticated: Connection?) async throws -> TaskEnd {
         var connection = authenticated
-        var budget = FrameBudget(perSecond: gateway.settings.framesPerSecond, burst: gateway.settings.frameBurst)
+        var budget = FrameBudget(perSecond: gateway.framePolicy.perSecond, burst: gateway.framePolicy.burst)
         var refused = 0
         for try await message in inbound.messages(maxSize: gateway.settings.maxFrameBytes) {
             Gateway.framesIn.increment()
             guard budget.take() else {
                 refused += 1
-                if refused > Int(gateway.settings.frameBurst) {
-                    try await outbound.close(.policyViolation, reason: "frame rate limit")
+                if refused > Int(min(gateway.framePolicy.burst, 10_000)) {
+                    if let connection {
+                        connection.close(code: CloseCode.policyViolation, reason: "frame rate limit")
+                    } else {
+                        try await outbound.close(.policyViolation, reason: "frame rate limit")
+                    }
                     return .reader
                 }
                 try await reply(ServerFrame.error(ParleyError.rateLimited(retryAfterSeconds: 1)), connection)
