@@ -101,6 +101,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "BusConformanceTests",
+            dependencies: ["ParleyCore", "ParleyTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "ParleySQLiteTests",
             dependencies: [
                 "ParleySQLite",

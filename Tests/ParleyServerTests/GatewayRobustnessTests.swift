@@ -148,3 +148,30 @@ struct GatewayRobustnessTests {
         }
     }
 }
+
+@Suite("Gateway heartbeats")
+struct GatewayHeartbeatTests {
+    @Test("a peer that stops answering pings is closed and goes offline")
+    func heartbeatLapse() async throws {
+        try await TestApp.run(.live, configure: { $0.gateway.heartbeatSeconds = 1 }) { client in
+            let alice = try await client.register("alice")
+            let ghost = try await client.register("ghost")
+            _ = try await client.createGroup(alice, members: [ghost])
+            let aliceSocket = try await WSTestClient.ready(port: client.port, token: alice.accessToken)
+            // The raw socket completes the upgrade and then never reads, so never answers a ping.
+            let (raw, status) = try await RawWebSocket.connect(port: client.port, token: ghost.accessToken)
+            defer { raw.close() }
+            #expect(status.contains("101"))
+            let online = try await aliceSocket.next("presence", skipping: [])
+            #expect(online["userId"].string == ghost.id && online["status"].string == "online")
+            let offline = try await aliceSocket.next("presence", skipping: [], timeout: .seconds(15))
+            #expect(offline["userId"].string == ghost.id && offline["status"].string == "offline")
+            let (_, closed) = try await raw.drain(timeout: .seconds(10))
+            #expect(closed)
+            // Alice answers pings (her client library does), so she is still connected.
+            try await aliceSocket.send(#"{"type":"ping"}"#)
+            #expect(try await aliceSocket.next()["type"].string == "pong")
+            await aliceSocket.close()
+        }
+    }
+}
