@@ -45,8 +45,8 @@ struct RealtimeSupportConformanceTests {
             let alice = try await store.makeUser("alice")
             let bob = try await store.makeUser("bob")
             let group = try await store.makeGroup(owner: alice, members: [bob])
-            let committed = Mutex<[SendResult]>([])
-            store.setCommitListener { results in committed.withLock { $0.append(contentsOf: results) } }
+            let committed = CommitLog()
+            store.setCommitListener { results in committed.append(results) }
 
             let promises = (1...100).map { i in
                 store.enqueueSend(SendRequest(conversationID: group.id, senderID: alice.id, clientMsgID: "k\(i)", body: "m\(i)"))
@@ -58,15 +58,29 @@ struct RealtimeSupportConformanceTests {
             let replay = try await store.send(SendRequest(conversationID: group.id, senderID: alice.id, clientMsgID: "k1", body: "m1"))
             #expect(replay.replayed)
             // The listener runs on the commit path, just after the callers are released.
-            var seen = committed.withLock { $0 }
-            for _ in 0..<500 where seen.count < 101 {
-                try await Task.sleep(for: .milliseconds(10))
-                seen = committed.withLock { $0 }
-            }
+            let seen = try await committed.wait(for: 101)
             let fresh = seen.filter { !$0.replayed }
             #expect(fresh.map(\.message.seq) == Array(1...100))
             #expect(fresh.allSatisfy { Set($0.recipients) == [alice.id, bob.id] })
             #expect(seen.last?.replayed == true, "replays are reported too, flagged")
         }
+    }
+}
+
+/// What a commit listener was told.
+final class CommitLog: Sendable {
+    private let results = Mutex<[SendResult]>([])
+
+    func append(_ batch: [SendResult]) {
+        results.withLock { $0.append(contentsOf: batch) }
+    }
+
+    func wait(for count: Int) async throws -> [SendResult] {
+        for _ in 0..<500 {
+            let current = results.withLock { $0 }
+            if current.count >= count { return current }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return results.withLock { $0 }
     }
 }
