@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end smoke test of the real `parley` binary: start it on a fresh data directory, register,
-# create a group, send a message, stop it with SIGTERM (graceful shutdown), start it again and
-# check that the account and the message are still there.
+# create a group, send a message, run the WebSocket example (examples/chat.py), stop it with
+# SIGTERM (graceful shutdown), start it again and check that the account and the message are still
+# there, and that no password or message body reached the log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,8 @@ conv=$(curl -fsS -X POST "$base/api/v1/conversations" -H "authorization: Bearer 
   -H 'content-type: application/json' -d '{"type":"group","name":"Smoke"}' | json "d['conversation']['id']")
 curl -fsS -X POST "$base/api/v1/conversations/$conv/messages" -H "authorization: Bearer $token" \
   -H 'content-type: application/json' -d '{"body":"still here after a restart","clientMsgId":"smoke-1"}' >/dev/null
+# The README's WebSocket example against the same binary: live delivery, ack, receipt, sync.
+python3 examples/chat.py "$base" >/dev/null || { echo "smoke: examples/chat.py failed"; cat "$log"; exit 1; }
 stop
 
 start

@@ -47,6 +47,7 @@ struct OperationsTests {
                 "/api/v1/users/me:", "/api/v1/users:", "/api/v1/conversations:", "/api/v1/conversations/{id}:",
                 "/api/v1/conversations/{id}/members:", "/api/v1/conversations/{id}/members/{userId}:",
                 "/api/v1/conversations/{id}/join:", "/api/v1/conversations/{id}/messages:", "/api/v1/conversations/{id}/read:",
+                "/api/v1/presence:", "/api/v1/ws:",
                 "/health:", "/ready:", "/metrics:",
             ] {
                 #expect(text.contains("  \(path)\n"), "\(path) is documented")
