@@ -65,6 +65,16 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
     router.add(
         middleware: IPRateLimitMiddleware(limiter: limiter, policy: configuration.rateLimits.ip, trustProxy: configuration.trustProxyHeaders)
     )
+    if let webRoot = configuration.webDirectory ?? WebClient.bundledRoot {
+        router.add(
+            middleware: FileMiddleware(
+                webRoot,
+                cacheControl: .init([(MediaType(type: .any), [.noCache])]),
+                searchForIndexHtml: true,
+                logger: logger
+            )
+        )
+    }
 
     OperationsController(store: store).addRoutes(to: router)
 
@@ -148,5 +158,16 @@ enum JWTSecretFile {
         }
         logger.info("generated a new JWT signing key", metadata: ["parley.path": "\(path)"])
         return secret
+    }
+}
+
+/// The web client: static files (HTML, CSS, JavaScript modules) served at `/`.
+enum WebClient {
+    /// The copy bundled with the server, if the bundle has one.
+    static var bundledRoot: String? {
+        guard let url = Bundle.module.url(forResource: "web", withExtension: nil, subdirectory: "Resources"),
+            FileManager.default.fileExists(atPath: url.appendingPathComponent("index.html").path)
+        else { return nil }
+        return url.path
     }
 }

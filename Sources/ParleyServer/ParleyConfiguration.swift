@@ -83,6 +83,8 @@ public struct ParleyConfiguration: Sendable {
     /// Largest request body in bytes.
     public var maxRequestBytes = 64 * 1024
     public var limits = Limits()
+    /// Serve the web client from this directory instead of the bundled copy (for working on it).
+    public var webDirectory: String?
     public var rateLimits = RateLimits()
     public var gateway = Gateway()
 
@@ -134,6 +136,7 @@ public struct ParleyConfiguration: Sendable {
             corsAllowedOrigins = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         }
         if let v = try int("MAX_REQUEST_BYTES") { maxRequestBytes = v }
+        if let v = value("WEB_DIR") { webDirectory = v }
         if let v = try int("MAX_MESSAGE_BYTES") { limits.maxMessageBytes = v }
         if let v = try bool("RATE_LIMITS"), !v { rateLimits = .unlimited }
         if let v = try int("WS_MAX_FRAME_BYTES") { gateway.maxFrameBytes = v }

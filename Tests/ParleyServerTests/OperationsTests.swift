@@ -35,6 +35,25 @@ struct OperationsTests {
         }
     }
 
+    @Test("the web client is served at / with its modules, under the same security headers")
+    func webClient() async throws {
+        try await TestApp.run { client in
+            let page = try await client.request(.get, "/")
+            #expect(page.status == .ok)
+            #expect(page.headers[.contentType]?.hasPrefix("text/html") == true)
+            #expect(page.text.contains(#"<script type="module" src="/js/main.js"></script>"#))
+            #expect(page.headers[.contentSecurityPolicy]?.contains("script-src") == false, "scripts fall under default-src 'self'")
+            for asset in ["/app.css", "/js/main.js", "/js/api.js", "/js/socket.js", "/js/dom.js"] {
+                let reply = try await client.request(.get, asset)
+                #expect(reply.status == .ok, "\(asset)")
+                #expect(reply.headers[.cacheControl] == "no-cache", "\(asset)")
+            }
+            // Nothing in the client stores credentials where scripts could read them back.
+            let scripts = try await ["/js/main.js", "/js/api.js", "/js/socket.js"].asyncMap { try await client.request(.get, $0).text }
+            #expect(scripts.allSatisfy { !$0.contains("localStorage") && !$0.contains("innerHTML") })
+        }
+    }
+
     @Test("the OpenAPI document is served and covers every v1 path")
     func openAPI() async throws {
         try await TestApp.run { client in
@@ -83,5 +102,13 @@ struct OperationsTests {
                 TestApp.Client.Account(id: "", username: "alice", accessToken: token, refreshToken: ""), conversation, "after")
             #expect(next.json["message"]["seq"].int == 2)
         }
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var result: [T] = []
+        for element in self { result.append(try await transform(element)) }
+        return result
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import ParleyCore
 
@@ -23,6 +24,9 @@ struct UserController {
 
     @Sendable func search(_ request: Request, context: ParleyRequestContext) async throws -> Response {
         _ = try context.requireIdentity()
+        if let raw = request.uri.queryParameters["ids"] {
+            return try await lookUp(String(raw))
+        }
         let query = (request.uri.queryParameters["query"].map(String.init) ?? "").trimmingCharacters(in: .whitespaces)
         guard query.count <= 64 else { throw ParleyError.invalid("query must be at most 64 characters.", code: "invalid_query") }
         let limit = try request.queryInt("limit") ?? 20
@@ -30,6 +34,18 @@ struct UserController {
             throw ParleyError.invalid("limit must be between 1 and \(limits.maxSearchResults).", code: "invalid_limit")
         }
         let users = query.isEmpty ? [] : try await store.searchUsers(query: query, limit: limit)
+        return try APIJSON.response(UsersResponse(users: users.map { UserDTO($0) }))
+    }
+
+    /// `?ids=a,b,c`: profiles by id (at most 200), for showing member and sender names.
+    private func lookUp(_ raw: String) async throws -> Response {
+        let parts = raw.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard parts.count <= 200 else { throw ParleyError.invalid("At most 200 ids.", code: "too_many_user_ids") }
+        let ids = try parts.map { part in
+            guard let id = UUID(uuidString: part) else { throw ParleyError.invalid("\(part) is not a user id.", code: "invalid_id") }
+            return id
+        }
+        let users = try await store.users(ids: ids)
         return try APIJSON.response(UsersResponse(users: users.map { UserDTO($0) }))
     }
 }

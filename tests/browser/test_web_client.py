@@ -1,0 +1,266 @@
+"""The web client in real Chromium, as two (or three) people would use it."""
+import re
+import secrets
+
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def wait(browser, timeout=10):
+    # Lists re-render on every event, so an element found a moment ago may be gone: look again.
+    return WebDriverWait(browser, timeout, ignored_exceptions=[StaleElementReferenceException])
+
+
+def visible(browser, css, timeout=10):
+    return wait(browser, timeout).until(EC.visibility_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def sign_up(browser, base, name):
+    username = f"{name}{secrets.token_hex(3)}"
+    browser.get(base + "/")
+    visible(browser, "#tab-signup").click()
+    form = visible(browser, "#signup-form")
+    form.find_element(By.NAME, "username").send_keys(username)
+    form.find_element(By.NAME, "email").send_keys(f"{username}@example.com")
+    form.find_element(By.NAME, "displayName").send_keys(name.capitalize())
+    form.find_element(By.NAME, "password").send_keys("correct horse battery")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    visible(browser, "#app-view")
+    wait(browser).until(lambda b: b.find_element(By.ID, "me-name").text == name.capitalize())
+    return username
+
+
+def open_new_chat_with(browser, username):
+    browser.find_element(By.ID, "new-chat-button").click()
+    search = visible(browser, "#new-chat-search")
+    search.send_keys(username)
+    visible(browser, "#new-chat-results .result").click()
+    visible(browser, "#conversation-pane")
+
+
+def send(browser, text):
+    box = browser.find_element(By.ID, "composer-input")
+    box.send_keys(text)
+    box.send_keys(Keys.ENTER)
+
+
+def bodies(browser):
+    return browser.execute_script(
+        "return [...document.querySelectorAll('#message-list .message .body')].map(e => e.textContent)")
+
+
+def wait_for_body(browser, text, timeout=10):
+    wait(browser, timeout).until(lambda b: text in bodies(b))
+
+
+def conversation_item(browser, name):
+    for item in browser.find_elements(By.CSS_SELECTOR, "#conversation-list .conversation-item"):
+        if item.find_element(By.CSS_SELECTOR, ".item-name").text == name:
+            return item
+    return None
+
+
+def badge(browser, name):
+    item = conversation_item(browser, name)
+    if item is None:
+        return None
+    badges = item.find_elements(By.CSS_SELECTOR, ".badge")
+    return badges[0].text if badges else ""
+
+
+def last_own_status(browser):
+    return browser.execute_script(
+        "const own = document.querySelectorAll('#message-list .message.own'); return own.length ? own[own.length - 1].dataset.status : null")
+
+
+def no_alert(browser):
+    try:
+        browser.switch_to.alert
+        return False
+    except NoAlertPresentException:
+        return True
+
+
+def test_direct_chat_between_two_people(server, browser_factory, artifacts):
+    alice, bob = browser_factory(), browser_factory()
+    sign_up(alice, server, "alice")
+    bob_username = sign_up(bob, server, "bob")
+
+    open_new_chat_with(alice, bob_username)
+    assert alice.find_element(By.ID, "conversation-title").text == "Bob"
+    send(alice, "Hello Bob")
+    wait_for_body(alice, "Hello Bob")
+    wait(alice).until(lambda b: last_own_status(b) in ("sent", "delivered"))
+
+    # Bob has not opened the chat: it shows up live with an unread badge that counts.
+    wait(bob).until(lambda b: badge(b, "Alice") == "1")
+    send(alice, "Are you there?")
+    wait(bob).until(lambda b: badge(b, "Alice") == "2")
+    assert "Are you there?" in conversation_item(bob, "Alice").text
+    assert bob.title.startswith("(2)")
+    # Bob's client reported delivery, so alice's message shows delivered (not yet read).
+    wait(alice).until(lambda b: last_own_status(b) == "delivered")
+
+    conversation_item(bob, "Alice").click()
+    wait_for_body(bob, "Are you there?")
+    assert bodies(bob) == ["Hello Bob", "Are you there?"]
+    wait(bob).until(lambda b: badge(b, "Alice") == "")
+    wait(alice).until(lambda b: last_own_status(b) == "read")
+
+    # Typing shows on the other side, and the reply arrives live.
+    bob.find_element(By.ID, "composer-input").send_keys("Yes, I")
+    wait(alice).until(lambda b: "Bob is typing" in b.find_element(By.ID, "typing-indicator").text)
+    bob.find_element(By.ID, "composer-input").send_keys(" am here", Keys.ENTER)
+    wait_for_body(alice, "Yes, I am here")
+    wait(alice).until(lambda b: b.find_element(By.ID, "typing-indicator").text == "")
+
+    # Shift+Enter makes a new line instead of sending.
+    box = alice.find_element(By.ID, "composer-input")
+    box.send_keys("first line")
+    ActionChains(alice).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
+    box.send_keys("second line", Keys.ENTER)
+    wait_for_body(bob, "first line\nsecond line")
+
+    # Markup is shown as text, never run.
+    send(alice, XSS)
+    wait_for_body(bob, XSS)
+    assert bob.find_elements(By.CSS_SELECTOR, "#message-list img") == []
+    assert no_alert(bob) and no_alert(alice)
+
+    # A reload shows the whole history again, from the server, in order.
+    bob.refresh()
+    visible(bob, "#app-view")
+    wait_for_body(bob, XSS)
+    assert bodies(bob) == ["Hello Bob", "Are you there?", "Yes, I am here", "first line\nsecond line", XSS]
+    assert badge(bob, "Alice") == ""
+
+    # Day separator and own/other distinction are on screen.
+    assert bob.find_element(By.CSS_SELECTOR, "#message-list .day-separator").text == "Today"
+    assert len(bob.find_elements(By.CSS_SELECTOR, "#message-list .message.own")) == 1
+
+    bob.save_screenshot(str(artifacts / "web-desktop.png"))
+    bob.set_window_size(375, 740)
+    wait_for_body(bob, XSS)
+    bob.save_screenshot(str(artifacts / "web-phone-conversation.png"))
+    bob.find_element(By.ID, "back-button").click()
+    visible(bob, "#conversation-list")
+    bob.save_screenshot(str(artifacts / "web-phone-list.png"))
+
+    # No script errors in either browser (answers like the 401 of a signed-out start are not errors).
+    for browser in (alice, bob):
+        errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE" and entry.get("source") != "network"]
+        assert errors == [], errors
+
+
+def test_group_with_passcode(server, browser_factory, artifacts):
+    alice, carol = browser_factory(), browser_factory()
+    sign_up(alice, server, "alice")
+    sign_up(carol, server, "carol")
+
+    alice.find_element(By.ID, "new-group-button").click()
+    form = visible(alice, "#new-group-form")
+    form.find_element(By.NAME, "name").send_keys("Book club")
+    form.find_element(By.NAME, "passcode").send_keys("open-sesame")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    visible(alice, "#conversation-pane")
+    wait(alice).until(lambda b: b.find_element(By.ID, "conversation-title").text == "Book club")
+    group_id = re.search(r"#/c/([0-9a-f-]{36})", alice.current_url).group(1)
+
+    # A wrong passcode is refused with the server's message; the right one lets carol in.
+    carol.find_element(By.ID, "join-group-button").click()
+    join = visible(carol, "#join-form")
+    join.find_element(By.NAME, "groupId").send_keys(group_id)
+    join.find_element(By.NAME, "passcode").send_keys("wrong")
+    join.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    error = visible(carol, "#join-form .form-error")
+    assert "passcode" in error.text.lower()
+    passcode = join.find_element(By.NAME, "passcode")
+    passcode.clear()
+    passcode.send_keys("open-sesame")
+    join.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(carol).until(lambda b: b.find_element(By.ID, "conversation-title").text == "Book club")
+
+    send(carol, "Hi everyone, carol here")
+    wait_for_body(alice, "Hi everyone, carol here")
+    sender = alice.find_element(By.CSS_SELECTOR, "#message-list .message:not(.own) .sender").text
+    assert sender == "Carol"
+    send(alice, "Welcome, Carol!")
+    wait_for_body(carol, "Welcome, Carol!")
+
+    # The members panel lists both, with alice as owner.
+    alice.find_element(By.ID, "members-button").click()
+    members = visible(alice, "#member-list")
+    wait(alice).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#member-list .member")) == 2)
+    assert "owner" in members.text and "Carol" in members.text
+    alice.save_screenshot(str(artifacts / "web-desktop-group.png"))
+
+
+def test_sign_in_errors_and_sign_out(server, browser_factory):
+    browser = browser_factory()
+    username = sign_up(browser, server, "dora")
+    browser.find_element(By.ID, "signout-button").click()
+    visible(browser, "#auth-view")
+
+    form = visible(browser, "#signin-form")
+    form.find_element(By.NAME, "login").send_keys(username)
+    form.find_element(By.NAME, "password").send_keys("not the password")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    error = visible(browser, "#signin-form .form-error")
+    assert "incorrect" in error.text.lower()
+
+    password = form.find_element(By.NAME, "password")
+    password.clear()
+    password.send_keys("correct horse battery")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    visible(browser, "#app-view")
+
+    # Nothing secret is kept in web storage: the session lives in HttpOnly cookies only.
+    assert browser.execute_script("return localStorage.length + sessionStorage.length") == 0
+    assert "parley_access" not in browser.execute_script("return document.cookie")
+
+    # Sign-up errors come from the server, in words.
+    browser.find_element(By.ID, "signout-button").click()
+    visible(browser, "#tab-signup").click()
+    signup = visible(browser, "#signup-form")
+    signup.find_element(By.NAME, "username").send_keys(username)
+    signup.find_element(By.NAME, "email").send_keys("someone-else@example.com")
+    signup.find_element(By.NAME, "password").send_keys("correct horse battery")
+    signup.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert "taken" in visible(browser, "#signup-form .form-error").text.lower()
+
+
+def test_offline_banner_and_resend_after_reconnect(restartable_server, browser_factory):
+    alice, bob = browser_factory(), browser_factory()
+    sign_up(alice, restartable_server.base, "alice")
+    bob_username = sign_up(bob, restartable_server.base, "bob")
+    open_new_chat_with(alice, bob_username)
+    send(alice, "before the outage")
+    wait_for_body(alice, "before the outage")
+    conversation_item(bob, "Alice").click()
+    wait_for_body(bob, "before the outage")
+
+    # The server goes away: both see the offline banner; alice writes anyway.
+    restartable_server.stop()
+    visible(alice, "#offline-banner")
+    visible(bob, "#offline-banner")
+    send(alice, "written while offline")
+    wait(alice).until(lambda b: last_own_status(b) == "pending")
+
+    # It comes back on the same data: the clients reconnect by themselves, the pending message goes
+    # out once (same clientMsgId), and bob gets it without reloading.
+    restartable_server.start()
+    wait(alice, 30).until(EC.invisibility_of_element_located((By.ID, "offline-banner")))
+    wait_for_body(bob, "written while offline", timeout=30)
+    wait(alice, 15).until(lambda b: last_own_status(b) in ("sent", "delivered", "read"))
+    assert bodies(alice).count("written while offline") == 1
+    assert bodies(bob) == ["before the outage", "written while offline"]
+    bob.refresh()
+    visible(bob, "#app-view")
+    wait_for_body(bob, "written while offline")
+    assert bodies(bob) == ["before the outage", "written while offline"]
