@@ -264,3 +264,49 @@ def test_offline_banner_and_resend_after_reconnect(restartable_server, browser_f
     visible(bob, "#app-view")
     wait_for_body(bob, "written while offline")
     assert bodies(bob) == ["before the outage", "written while offline"]
+
+
+def api_call(base, method, path, body=None, token=None):
+    import json
+    import urllib.request
+    request = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+    request.add_header("content-type", "application/json")
+    if token:
+        request.add_header("authorization", "Bearer " + token)
+    with urllib.request.urlopen(request) as response:
+        text = response.read()
+        return json.loads(text) if text else None
+
+
+def test_older_history_loads_on_scroll(server, browser_factory):
+    browser = browser_factory()
+    username = sign_up(browser, server, "erin")
+    # Someone else writes 120 messages to erin through the REST API.
+    suffix = secrets.token_hex(3)
+    seeder = api_call(server, "POST", "/api/v1/auth/register",
+                      {"username": "seeder" + suffix, "email": f"seeder{suffix}@example.com",
+                       "password": "correct horse battery", "displayName": "Seeder"})
+    token = seeder["accessToken"]
+    erin_id = api_call(server, "GET", "/api/v1/users?query=" + username, token=token)["users"][0]["id"]
+    conversation = api_call(server, "POST", "/api/v1/conversations", {"type": "direct", "userId": erin_id}, token)["conversation"]["id"]
+    for i in range(1, 121):
+        api_call(server, "POST", f"/api/v1/conversations/{conversation}/messages", {"body": f"message {i}"}, token)
+
+    wait(browser).until(lambda b: badge(b, "Seeder") == "120")
+    # Start from a fresh page so that nothing is in memory yet: only the newest page is fetched.
+    browser.refresh()
+    visible(browser, "#app-view")
+    wait(browser).until(lambda b: badge(b, "Seeder") == "120")
+    conversation_item(browser, "Seeder").click()
+    wait_for_body(browser, "message 120")
+    assert len(bodies(browser)) == 50, "the newest page first"
+    for _ in range(10):
+        browser.execute_script("document.getElementById('message-scroller').scrollTop = 0")
+        try:
+            wait(browser, 3).until(lambda b: len(bodies(b)) == 120)
+            break
+        except Exception:
+            continue
+    assert bodies(browser) == [f"message {i}" for i in range(1, 121)]
+    wait(browser).until(lambda b: "beginning of the conversation" in b.find_element(By.ID, "history-status").text)
+    assert badge(browser, "Seeder") == ""
