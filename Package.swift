@@ -76,6 +76,9 @@ let package = Package(
             name: "parley",
             dependencies: [
                 "ParleyServer",
+                "ParleyCore",
+                "ParleySQLite",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

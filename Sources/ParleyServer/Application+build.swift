@@ -144,8 +144,8 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
 
 /// The embedded mode's access-token key: generated once (512 random bits) and kept, readable by
 /// the owner only, in the data directory so that tokens survive restarts.
-enum JWTSecretFile {
-    static func loadOrCreate(directory: String, logger: Logger) throws -> String {
+public enum JWTSecretFile {
+    public static func loadOrCreate(directory: String, logger: Logger) throws -> String {
         let path = (directory as NSString).appendingPathComponent("jwt-secret")
         if let existing = try? String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
             existing.utf8.count >= 32

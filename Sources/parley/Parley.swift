@@ -9,7 +9,7 @@ struct Parley: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley",
         abstract: "A horizontally scalable real-time chat server.",
-        subcommands: [Serve.self],
+        subcommands: [Serve.self, Seed.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -1,0 +1,111 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ParleyCore
+import ParleyServer
+import ParleySQLite
+
+/// `parley seed`: writes users, live sessions and conversations straight into a node's store, for
+/// load tests. Every user gets the same password hash (hashed once at a low cost) and an access
+/// token signed with the node's key, so a 10,000-user run starts in seconds. The tokens and ids go
+/// to a JSON file that `parley-bench` reads.
+struct Seed: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create load-test users, sessions and conversations in a data directory (for parley-bench).",
+        discussion: "Run it against the same --data-dir as the server (before or while it runs). Not for production data."
+    )
+
+    @Option(name: .customLong("data-dir"), help: "The node's data directory.") var dataDirectory = "./data"
+    @Option(help: "Number of users.") var users = 100
+    @Option(help: "Conversation layout: direct (users paired off) or group (groups of --group-size).") var layout = "direct"
+    @Option(name: .customLong("group-size"), help: "Members per group with --layout group.") var groupSize = 100
+    @Option(name: .customLong("prefix"), help: "Username prefix (runs with different prefixes can share a store).") var prefix = "bench"
+    @Option(name: .customLong("token-hours"), help: "Lifetime of the minted access tokens.") var tokenHours = 12
+    @Option(help: "Where to write the seed description.") var out = "seed.json"
+
+    struct SeedUser: Codable {
+        var id: String
+        var username: String
+        var token: String
+    }
+
+    struct SeedConversation: Codable {
+        var id: String
+        /// Indexes into `users`.
+        var members: [Int]
+    }
+
+    struct SeedFile: Codable {
+        var password: String
+        var users: [SeedUser]
+        var conversations: [SeedConversation]
+    }
+
+    func run() async throws {
+        guard users >= 2, layout == "direct" || layout == "group", groupSize >= 2 else {
+            throw ValidationError("need at least 2 users, a layout of direct or group, and a group size of at least 2")
+        }
+        var logger = Logger(label: "parley-seed")
+        logger.logLevel = .warning
+        var config = ParleyConfiguration()
+        try config.apply(environment: ProcessInfo.processInfo.environment)
+        config.dataDirectory = dataDirectory
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        let store = try SQLiteChatStore(
+            configuration: .init(path: (dataDirectory as NSString).appendingPathComponent("parley.sqlite"), synchronousFull: false),
+            logger: logger
+        )
+        let secret = try config.jwtSecret ?? JWTSecretFile.loadOrCreate(directory: dataDirectory, logger: logger)
+        let tokens = try await JWTAccessTokens(secret: secret, lifetimeSeconds: tokenHours * 3600)
+        let password = "bench-password"
+        let hash = try await BcryptPasswordHasher(cost: 4).hash(password)
+        let started = ContinuousClock.now
+        let now = Date()
+        let run = String(UUID().uuidString.prefix(6)).lowercased()
+
+        var seeded: [SeedUser] = []
+        seeded.reserveCapacity(users)
+        for index in 0..<users {
+            let username = "\(prefix)\(run)_\(index)"
+            let user = try await store.createUser(
+                NewUser(username: username, email: "\(username)@bench.invalid", displayName: "Bench \(index)", passwordHash: hash, createdAt: now)
+            )
+            let session = try await store.createSession(
+                id: .v7(),
+                userID: user.id,
+                refreshTokenHash: AccountService.hashRefreshToken(AccountService.makeRefreshToken()),
+                expiresAt: now.addingTimeInterval(TimeInterval(tokenHours * 3600)),
+                now: now
+            )
+            let token = try await tokens.issue(userID: user.id, sessionID: session.id, now: now)
+            seeded.append(SeedUser(id: user.id.lowercased, username: username, token: token))
+        }
+
+        var conversations: [SeedConversation] = []
+        let ids = seeded.compactMap { UUID(uuidString: $0.id) }
+        if layout == "direct" {
+            for pair in stride(from: 0, to: users - 1, by: 2) {
+                let (conversation, _) = try await store.findOrCreateDirectConversation(between: ids[pair], and: ids[pair + 1], now: now)
+                conversations.append(SeedConversation(id: conversation.id.lowercased, members: [pair, pair + 1]))
+            }
+        } else {
+            for start in stride(from: 0, to: users, by: groupSize) {
+                let members = Array(start..<min(users, start + groupSize))
+                guard members.count >= 2 else { break }
+                let group = try await store.createGroup(
+                    id: .v7(),
+                    name: "bench group \(start / groupSize)",
+                    ownerID: ids[members[0]],
+                    memberIDs: members.dropFirst().map { ids[$0] },
+                    passcodeHash: nil,
+                    now: now
+                )
+                conversations.append(SeedConversation(id: group.id.lowercased, members: members))
+            }
+        }
+        try store.close()
+        let data = try JSONEncoder().encode(SeedFile(password: password, users: seeded, conversations: conversations))
+        try data.write(to: URL(fileURLWithPath: out))
+        print("seed: \(users) users, \(conversations.count) \(layout) conversations in \(ContinuousClock.now - started) → \(out)")
+    }
+}
