@@ -2,8 +2,8 @@ import ArgumentParser
 import Foundation
 import Logging
 import ParleyCore
-import ParleyServer
 import ParleySQLite
+import ParleyServer
 
 /// `parley seed`: writes users, live sessions and conversations straight into a node's store, for
 /// load tests. Every user gets the same password hash (hashed once at a low cost) and an access

@@ -1,0 +1,229 @@
+import Foundation
+import NIOCore
+import NIOWebSocket
+import Synchronization
+
+/// Counters every connection bumps, for the once-a-second progress line.
+final class Progress: Sendable {
+    let sent = Atomic<Int>(0)
+    let acked = Atomic<Int>(0)
+    let delivered = Atomic<Int>(0)
+    let errors = Atomic<Int>(0)
+    let connected = Atomic<Int>(0)
+}
+
+/// What one connection does: who it is, where it sends, and at which rate.
+struct ConnectionPlan: Sendable {
+    var index: Int
+    var conversationID: String
+    /// Other connections in the conversation that will receive each of this connection's messages.
+    var recipients: Int
+    /// Seconds between two sends of this connection; nil for a connection that only listens.
+    var interval: Double?
+    var padding: Int
+}
+
+/// Timing of the whole run, in uptime nanoseconds.
+struct RunClock: Sendable {
+    var start: UInt64
+    var measureFrom: UInt64
+    var stopSending: UInt64
+
+    func second(_ now: UInt64) -> Int { now > start ? Int((now - start) / 1_000_000_000) : 0 }
+}
+
+/// The run's clock, fixed once every connection is up.
+final class ClockBox: Sendable {
+    private let clock = Mutex(RunClock(start: 0, measureFrom: 0, stopSending: 0))
+    var value: RunClock { clock.withLock { $0 } }
+    func set(_ value: RunClock) { clock.withLock { $0 = value } }
+}
+
+@inline(__always) func uptimeNanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+/// The client side of one WebSocket: sends on an open-loop schedule (latency is measured from the
+/// scheduled time, so a stalled server cannot hide its stalls) and checks every frame it receives.
+final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
+    // All state is confined to the channel's event loop.
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    let plan: ConnectionPlan
+    let stats: LoopStats
+    let progress: Progress
+    private let clockBox: ClockBox
+    /// Copied from `clockBox` when sending starts.
+    private var clock = RunClock(start: 0, measureFrom: 0, stopSending: 0)
+    let ready: EventLoopPromise<Void>
+    private var nextK = 0
+    private var timer: RepeatedTask?
+    private var lastSeq: Int64 = 0
+    private var seenSeqs: [UInt64] = []
+    private let padding: String
+
+    init(plan: ConnectionPlan, stats: LoopStats, progress: Progress, clock: ClockBox, ready: EventLoopPromise<Void>) {
+        self.plan = plan
+        self.stats = stats
+        self.progress = progress
+        self.clockBox = clock
+        self.ready = ready
+        self.padding = String(repeating: "x", count: max(0, plan.padding))
+    }
+
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    /// Asks the server for a pong; the connection counts as ready when it comes. (Waiting for
+    /// `hello` alone is not enough: when it shares a TCP segment with the 101 response, the client's
+    /// upgrade can hand it on before this handler is in the pipeline.) Call on the event loop once
+    /// the upgrade has completed.
+    func probe() {
+        guard let context else { return }
+        var buffer = context.channel.allocator.buffer(capacity: 16)
+        buffer.writeString(#"{"type":"ping"}"#)
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: buffer)), promise: nil)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    /// Starts sending; must run on the channel's event loop.
+    func start() {
+        clock = clockBox.value
+        if let context { startSending(context: context) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text:
+            handle(text: String(buffer: frame.unmaskedData), context: context)
+        case .ping:
+            let pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData)
+            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+        case .connectionClose:
+            context.close(promise: nil)
+        default:
+            break
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        ready.fail(ChannelError.ioOnClosedChannel)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    /// Starts the send schedule (called on the event loop once every connection is ready).
+    private func startSending(context: ChannelHandlerContext) {
+        guard let interval = plan.interval else { return }
+        let intervalNanos = UInt64(interval * 1e9)
+        // Spread connections over the interval so that they do not all fire together.
+        let offset = UInt64(plan.index % 997) * intervalNanos / 997
+        let firstAt = clock.start + offset
+        let tick = TimeAmount.nanoseconds(Int64(max(1_000_000, min(intervalNanos, 5_000_000))))
+        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: tick) { [weak self] _ in
+            self?.sendDue(context: context, firstAt: firstAt, intervalNanos: intervalNanos)
+        }
+    }
+
+    private func sendDue(context: ChannelHandlerContext, firstAt: UInt64, intervalNanos: UInt64) {
+        let now = uptimeNanos()
+        var wrote = false
+        while true {
+            let scheduled = firstAt + UInt64(nextK) * intervalNanos
+            guard scheduled <= now else { break }
+            guard scheduled < clock.stopSending else {
+                timer?.cancel()
+                break
+            }
+            let text =
+                #"{"type":"send","conversationId":"\#(plan.conversationID)","clientMsgId":"c\#(plan.index)-\#(nextK)","body":"\#(plan.index)|\#(nextK)|\#(scheduled)|\#(padding)"}"#
+            var buffer = context.channel.allocator.buffer(capacity: text.utf8.count)
+            buffer.writeString(text)
+            context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: buffer)), promise: nil)
+            stats.recordSent(second: clock.second(scheduled))
+            progress.sent.add(1, ordering: .relaxed)
+            nextK += 1
+            wrote = true
+        }
+        if wrote { context.flush() }
+    }
+
+    private func handle(text: String, context: ChannelHandlerContext) {
+        if text.hasPrefix(#"{"type":"message""#) || text.contains(#""type":"message""#) {
+            onMessage(text)
+        } else if text.contains(#""type":"ack""#) {
+            onAck(text)
+        } else if text.contains(#""type":"pong""#) {
+            ready.succeed(())
+        } else if text.contains(#""type":"error""#) {
+            stats.errors += 1
+            progress.errors.add(1, ordering: .relaxed)
+        }
+    }
+
+    private func onAck(_ text: String) {
+        let now = uptimeNanos()
+        guard let id = Self.field(text, "clientMsgId"), let dash = id.firstIndex(of: "-"), let k = Int(id[id.index(after: dash)...]),
+            let interval = plan.interval
+        else { return }
+        let intervalNanos = UInt64(interval * 1e9)
+        let scheduled = clock.start + UInt64(plan.index % 997) * intervalNanos / 997 + UInt64(k) * intervalNanos
+        stats.acked += 1
+        progress.acked.add(1, ordering: .relaxed)
+        if scheduled >= clock.measureFrom, now > scheduled {
+            _ = stats.ackLatency.record(max(1, (now - scheduled) / 1000))
+        }
+    }
+
+    private func onMessage(_ text: String) {
+        let now = uptimeNanos()
+        guard let body = Self.field(text, "body") else { return }
+        let parts = body.split(separator: "|", maxSplits: 3, omittingEmptySubsequences: false)
+        guard parts.count >= 3, let sender = Int(parts[0]), let scheduled = UInt64(parts[2]) else { return }
+        // Our own messages come back to us too (we are a member); they are not deliveries.
+        guard sender != plan.index else { return }
+        if let seq = Self.number(text, "seq") {
+            let index = Int(seq)
+            let word = index / 64
+            while seenSeqs.count <= word { seenSeqs.append(0) }
+            let bit: UInt64 = 1 << UInt64(index % 64)
+            if seenSeqs[word] & bit != 0 {
+                stats.duplicates += 1
+                return
+            }
+            seenSeqs[word] |= bit
+            if seq < lastSeq { stats.outOfOrder += 1 }
+            lastSeq = max(lastSeq, seq)
+        }
+        progress.delivered.add(1, ordering: .relaxed)
+        stats.record(
+            endToEndMicros: now > scheduled ? (now - scheduled) / 1000 : 0,
+            second: clock.second(now),
+            measured: scheduled >= clock.measureFrom
+        )
+    }
+
+    /// The string value of `"name":"…"` (values here never contain quotes).
+    static func field(_ text: String, _ name: String) -> Substring? {
+        guard let range = text.range(of: "\"\(name)\":\"") else { return nil }
+        let rest = text[range.upperBound...]
+        guard let end = rest.firstIndex(of: "\"") else { return nil }
+        return rest[..<end]
+    }
+
+    static func number(_ text: String, _ name: String) -> Int64? {
+        guard let range = text.range(of: "\"\(name)\":") else { return nil }
+        let digits = text[range.upperBound...].prefix { $0.isNumber }
+        return Int64(digits)
+    }
+}

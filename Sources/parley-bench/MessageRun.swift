@@ -1,0 +1,218 @@
+import Foundation
+import Histogram
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The seed file written by `parley seed`.
+struct SeedFile: Decodable {
+    struct User: Decodable {
+        var id: String
+        var token: String
+    }
+
+    struct Conversation: Decodable {
+        var id: String
+        var members: [Int]
+    }
+
+    var users: [User]
+    var conversations: [Conversation]
+}
+
+/// One message-load run: connect every member of the chosen conversations, send at a fixed total
+/// rate for warm-up + duration, drain, and report.
+struct MessageRun {
+    struct Member {
+        var token: String?
+        var query: String?
+        var conversationID: String
+        var recipients: Int
+        var sends: Bool
+    }
+
+    var scenario: String
+    var url: String
+    var members: [Member]
+    var rate: Double
+    var warmup: Double
+    var duration: Double
+    var padding: Int
+    var serverPID: Int32?
+    var connectConcurrency = 64
+
+    func run() async throws -> Report {
+        let target = try Target(url: url)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let board = StatsBoard(group: group)
+        let progress = Progress()
+        let senders = members.filter(\.sends).count
+        let interval = senders > 0 && rate > 0 ? Double(senders) / rate : nil
+        // The clock starts once everyone is connected; until then nothing is sent.
+        let clockBox = ClockBox()
+
+        var connections: [(any Channel, BenchConnection)] = []
+        var index = 0
+        while index < members.count {
+            let batch = members[index..<min(members.count, index + connectConcurrency)].enumerated().map { ($0.offset + index, $0.element) }
+            let opened = try await withThrowingTaskGroup(of: (any Channel, BenchConnection).self) { tasks in
+                for (i, member) in batch {
+                    tasks.addTask {
+                        let (channel, handler) = try await Connector.connect(target: target, token: member.token, query: member.query, group: group) {
+                            loop in
+                            BenchConnection(
+                                plan: ConnectionPlan(
+                                    index: i,
+                                    conversationID: member.conversationID,
+                                    recipients: member.recipients,
+                                    interval: member.sends ? interval : nil,
+                                    padding: padding
+                                ),
+                                stats: board.stats(for: loop),
+                                progress: progress,
+                                clock: clockBox,
+                                ready: loop.makePromise()
+                            )
+                        }
+                        channel.eventLoop.execute { handler.probe() }
+                        try await handler.ready.futureResult.get()
+                        progress.connected.add(1, ordering: .relaxed)
+                        return (channel, handler)
+                    }
+                }
+                return try await tasks.reduce(into: []) { $0.append($1) }
+            }
+            connections += opened
+            index += batch.count
+            FileHandle.standardError.write(Data("\rconnected \(connections.count)/\(members.count)".utf8))
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+
+        let start = uptimeNanos() + 200_000_000
+        clockBox.set(RunClock(start: start, measureFrom: start + UInt64(warmup * 1e9), stopSending: start + UInt64((warmup + duration) * 1e9)))
+        let startedAt = Date()
+        for (channel, handler) in connections {
+            channel.eventLoop.execute { handler.start() }
+        }
+
+        let sampler = serverPID.map { ProcessSampler(pid: $0) }
+        let done = DoneFlag()
+        let samplerTask = Task { await sampler?.run(until: { done.isSet }) }
+
+        // Progress once a second while sending, then wait for the last deliveries.
+        let expectedPer = Dictionary(members.map { ($0.conversationID, $0.recipients) }, uniquingKeysWith: { a, _ in a })
+        let recipientsPerMessage = expectedPer.values.first ?? 1
+        let total = warmup + duration
+        var previousDelivered = 0
+        for second in 1...Int(total.rounded(.up)) {
+            try await Task.sleep(until: .now + .seconds(1))
+            let delivered = progress.delivered.load(ordering: .relaxed)
+            FileHandle.standardError.write(
+                Data(
+                    String(
+                        format: "\r[%3d/%3.0f s] sent %d  acked %d  delivered %d (%d/s)  errors %d   ",
+                        second, total, progress.sent.load(ordering: .relaxed), progress.acked.load(ordering: .relaxed), delivered,
+                        delivered - previousDelivered, progress.errors.load(ordering: .relaxed)
+                    ).utf8
+                )
+            )
+            previousDelivered = delivered
+        }
+        let drainDeadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < drainDeadline {
+            let expected = progress.sent.load(ordering: .relaxed) * recipientsPerMessage
+            if progress.delivered.load(ordering: .relaxed) >= expected
+                && progress.acked.load(ordering: .relaxed) >= progress.sent.load(ordering: .relaxed)
+            {
+                break
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+        done.set()
+        _ = await samplerTask.value
+
+        // Merge each loop's numbers on its own loop, then close everything.
+        var ack = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+        var endToEnd = ack
+        var perSecond: [Histogram<UInt64>] = []
+        var sentPerSecond: [Int] = []
+        var counts = Report.Counts(
+            connections: members.count, sent: 0, acked: 0, expectedDeliveries: 0, delivered: 0, lost: 0, duplicates: 0, outOfOrder: 0, errors: 0)
+        for loop in group.makeIterator() {
+            let stats = board.stats(for: loop)
+            try await loop.submit {
+                ack.add(stats.ackLatency)
+                endToEnd.add(stats.endToEnd)
+                for (second, histogram) in stats.perSecond.enumerated() {
+                    while perSecond.count <= second {
+                        perSecond.append(
+                            Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two))
+                    }
+                    perSecond[second].add(histogram)
+                }
+                for (second, sent) in stats.sentPerSecond.enumerated() {
+                    while sentPerSecond.count <= second { sentPerSecond.append(0) }
+                    sentPerSecond[second] += sent
+                }
+                counts.sent += stats.sent
+                counts.acked += stats.acked
+                counts.delivered += stats.delivered
+                counts.duplicates += stats.duplicates
+                counts.outOfOrder += stats.outOfOrder
+                counts.errors += stats.errors
+            }.get()
+        }
+        for (channel, _) in connections { channel.close(promise: nil) }
+        try? await group.shutdownGracefully()
+
+        counts.expectedDeliveries = counts.sent * recipientsPerMessage
+        counts.lost = max(0, counts.expectedDeliveries - counts.delivered)
+        let timeline = (0..<max(perSecond.count, sentPerSecond.count)).map { second in
+            let histogram = second < perSecond.count ? perSecond[second] : nil
+            return Report.Second(
+                second: second,
+                sent: second < sentPerSecond.count ? sentPerSecond[second] : 0,
+                delivered: Int(histogram?.totalCount ?? 0),
+                p50: histogram.map { $0.totalCount == 0 ? 0 : Double($0.valueAtPercentile(50)) / 1000 } ?? 0,
+                p99: histogram.map { $0.totalCount == 0 ? 0 : Double($0.valueAtPercentile(99)) / 1000 } ?? 0
+            )
+        }
+        let measuredSeconds = timeline.filter { Double($0.second) >= warmup && Double($0.second) < warmup + duration }
+        let sendRate = Double(measuredSeconds.map(\.sent).reduce(0, +)) / max(1, duration)
+        let deliveryRate = Double(measuredSeconds.map(\.delivered).reduce(0, +)) / max(1, duration)
+        var server: Report.Server?
+        if let sampler {
+            let (cpu, rss) = sampler.result
+            server = Report.Server(
+                pid: sampler.pid,
+                cpuPercent: cpu,
+                rssMB: rss,
+                meanCPUPercent: cpu.isEmpty ? 0 : cpu.reduce(0, +) / Double(cpu.count),
+                peakRSSMB: rss.max() ?? 0
+            )
+        }
+        return Report(
+            scenario: scenario,
+            target: url,
+            startedAt: ISO8601DateFormatter().string(from: startedAt),
+            rate: rate,
+            warmupSeconds: warmup,
+            durationSeconds: duration,
+            counts: counts,
+            sendRate: sendRate,
+            deliveryRate: deliveryRate,
+            ack: Report.Latency(ack),
+            endToEnd: Report.Latency(endToEnd),
+            timeline: timeline,
+            server: server,
+            notes: []
+        )
+    }
+}
+
+final class DoneFlag: Sendable {
+    private let flag = Synchronization.Atomic<Bool>(false)
+    var isSet: Bool { flag.load(ordering: .relaxed) }
+    func set() { flag.store(true, ordering: .relaxed) }
+}

@@ -1,0 +1,118 @@
+import ArgumentParser
+import Foundation
+
+@main
+struct ParleyBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "parley-bench",
+        abstract: "Load generator for Parley: open-loop message load, latency from the scheduled send time, loss and order checks.",
+        subcommands: [Direct.self, GroupLoad.self, Relay.self]
+    )
+}
+
+/// Options shared by the message scenarios.
+struct LoadOptions: ParsableArguments {
+    @Option(help: "WebSocket URL of the server.") var url = "ws://127.0.0.1:8080/api/v1/ws"
+    @Option(help: "Total messages per second, spread evenly over the sending connections (open loop).") var rate = 1000.0
+    @Option(help: "Measured seconds, after the warm-up.") var duration = 10.0
+    @Option(help: "Warm-up seconds, sent but left out of the latency figures.") var warmup = 2.0
+    @Option(help: "Extra bytes of body per message (a ~60-byte body without it).") var padding = 40
+    @Option(name: .customLong("server-pid"), help: "Sample this local process's CPU and RSS during the run.") var serverPID: Int32?
+    @Option(help: "Write the report as JSON to this file.") var json: String?
+    @Option(help: "Write the report as a self-contained HTML page with charts to this file.") var html: String?
+
+    func finish(_ report: Report) throws {
+        print(report.summary())
+        if let json { try report.json().write(to: URL(fileURLWithPath: json)) }
+        if let html { try Data(HTMLReport.render(report).utf8).write(to: URL(fileURLWithPath: html)) }
+    }
+}
+
+struct Direct: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Pairs of users chatting one to one; both sides of every pair send.",
+        discussion:
+            "Against Parley: `parley seed --layout direct --users 2N --out seed.json`, then `--seed seed.json --pairs N`. Against the baseline relay: `--relay --pairs N` (no seed)."
+    )
+
+    @OptionGroup var load: LoadOptions
+    @Option(help: "The file written by `parley seed --layout direct`.") var seed: String?
+    @Option(help: "Number of pairs (two connections each).") var pairs = 50
+    @Flag(help: "Target a `parley-bench relay` (no accounts, no storage) instead of Parley.") var relay = false
+
+    func run() async throws {
+        var members: [MessageRun.Member] = []
+        if relay {
+            for pair in 0..<pairs {
+                for side in 0..<2 {
+                    members.append(.init(token: nil, query: "pair=\(pair)&side=\(side)", conversationID: "pair-\(pair)", recipients: 1, sends: true))
+                }
+            }
+        } else {
+            guard let seed else { throw ValidationError("--seed is required unless --relay is given") }
+            let file = try JSONDecoder().decode(SeedFile.self, from: Data(contentsOf: URL(fileURLWithPath: seed)))
+            let direct = file.conversations.filter { $0.members.count == 2 }
+            guard direct.count >= pairs else { throw ValidationError("the seed has \(direct.count) direct conversations; \(pairs) needed") }
+            for conversation in direct.prefix(pairs) {
+                for member in conversation.members {
+                    members.append(.init(token: file.users[member].token, query: nil, conversationID: conversation.id, recipients: 1, sends: true))
+                }
+            }
+        }
+        let report = try await MessageRun(
+            scenario: relay ? "direct (baseline relay)" : "direct",
+            url: load.url,
+            members: members,
+            rate: load.rate,
+            warmup: load.warmup,
+            duration: load.duration,
+            padding: load.padding,
+            serverPID: load.serverPID
+        ).run()
+        try load.finish(report)
+    }
+}
+
+struct GroupLoad: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "group",
+        abstract: "Groups with every member online; a few members send, everyone receives.",
+        discussion: "Seed with `parley seed --layout group --users G*S --group-size S`."
+    )
+
+    @OptionGroup var load: LoadOptions
+    @Option(help: "The file written by `parley seed --layout group`.") var seed: String
+    @Option(help: "Number of groups to use.") var groups = 1
+    @Option(help: "Sending members per group (the rest only listen).") var senders = 5
+
+    func run() async throws {
+        let file = try JSONDecoder().decode(SeedFile.self, from: Data(contentsOf: URL(fileURLWithPath: seed)))
+        let chosen = file.conversations.filter { $0.members.count > 2 }.prefix(groups)
+        guard chosen.count == groups else { throw ValidationError("the seed has only \(chosen.count) groups") }
+        var members: [MessageRun.Member] = []
+        for conversation in chosen {
+            for (position, member) in conversation.members.enumerated() {
+                members.append(
+                    .init(
+                        token: file.users[member].token,
+                        query: nil,
+                        conversationID: conversation.id,
+                        recipients: conversation.members.count - 1,
+                        sends: position < senders
+                    )
+                )
+            }
+        }
+        let report = try await MessageRun(
+            scenario: "group",
+            url: load.url,
+            members: members,
+            rate: load.rate,
+            warmup: load.warmup,
+            duration: load.duration,
+            padding: load.padding,
+            serverPID: load.serverPID
+        ).run()
+        try load.finish(report)
+    }
+}
