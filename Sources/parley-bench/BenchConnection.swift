@@ -131,7 +131,8 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
         let firstAt = clock.start + offset
         let tick = TimeAmount.nanoseconds(Int64(max(1_000_000, min(intervalNanos, 5_000_000))))
         timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: tick) { [weak self] _ in
-            self?.sendDue(context: context, firstAt: firstAt, intervalNanos: intervalNanos)
+            guard let self, let context = self.context else { return }
+            self.sendDue(context: context, firstAt: firstAt, intervalNanos: intervalNanos)
         }
     }
 

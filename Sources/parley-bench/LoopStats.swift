@@ -1,9 +1,10 @@
 import Histogram
 import NIOCore
 
-/// Measurements of the connections on one event loop. Only touched on that loop (so no lock);
-/// merged once the run is over.
-final class LoopStats {
+/// Measurements of the connections on one event loop. Only touched on that loop while the run
+/// goes (so no lock); read by the main task after every channel is closed and each loop has run a
+/// final (empty) task, which orders those reads after the loop's last write.
+final class LoopStats: @unchecked Sendable {
     var ackLatency = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
     var endToEnd = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
     /// Per second of the run: end-to-end latencies (µs) of the deliveries in that second.

@@ -132,7 +132,9 @@ struct MessageRun {
         done.set()
         _ = await samplerTask.value
 
-        // Merge each loop's numbers on its own loop, then close everything.
+        // Close everything, let every loop finish its last task, then merge the loops' numbers.
+        for (channel, _) in connections { try? await channel.close() }
+        for loop in group.makeIterator() { try await loop.submit {}.get() }
         var ack = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
         var endToEnd = ack
         var perSecond: [Histogram<UInt64>] = []
@@ -141,29 +143,25 @@ struct MessageRun {
             connections: members.count, sent: 0, acked: 0, expectedDeliveries: 0, delivered: 0, lost: 0, duplicates: 0, outOfOrder: 0, errors: 0)
         for loop in group.makeIterator() {
             let stats = board.stats(for: loop)
-            try await loop.submit {
-                ack.add(stats.ackLatency)
-                endToEnd.add(stats.endToEnd)
-                for (second, histogram) in stats.perSecond.enumerated() {
-                    while perSecond.count <= second {
-                        perSecond.append(
-                            Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two))
-                    }
-                    perSecond[second].add(histogram)
+            ack.add(stats.ackLatency)
+            endToEnd.add(stats.endToEnd)
+            for (second, histogram) in stats.perSecond.enumerated() {
+                while perSecond.count <= second {
+                    perSecond.append(Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two))
                 }
-                for (second, sent) in stats.sentPerSecond.enumerated() {
-                    while sentPerSecond.count <= second { sentPerSecond.append(0) }
-                    sentPerSecond[second] += sent
-                }
-                counts.sent += stats.sent
-                counts.acked += stats.acked
-                counts.delivered += stats.delivered
-                counts.duplicates += stats.duplicates
-                counts.outOfOrder += stats.outOfOrder
-                counts.errors += stats.errors
-            }.get()
+                perSecond[second].add(histogram)
+            }
+            for (second, sent) in stats.sentPerSecond.enumerated() {
+                while sentPerSecond.count <= second { sentPerSecond.append(0) }
+                sentPerSecond[second] += sent
+            }
+            counts.sent += stats.sent
+            counts.acked += stats.acked
+            counts.delivered += stats.delivered
+            counts.duplicates += stats.duplicates
+            counts.outOfOrder += stats.outOfOrder
+            counts.errors += stats.errors
         }
-        for (channel, _) in connections { channel.close(promise: nil) }
         try? await group.shutdownGracefully()
 
         counts.expectedDeliveries = counts.sent * recipientsPerMessage
