@@ -118,6 +118,10 @@ struct MessageRun {
             )
             previousDelivered = delivered
         }
+        // Sending stops at the run clock's stop time (a little after the loop above); only then drain.
+        let stopAt = clockBox.value.stopSending
+        let now = uptimeNanos()
+        if stopAt > now { try await Task.sleep(for: .nanoseconds(Int64(stopAt - now) + 50_000_000)) }
         let drainDeadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < drainDeadline {
             let expected = progress.sent.load(ordering: .relaxed) * recipientsPerMessage
@@ -147,7 +151,8 @@ struct MessageRun {
             endToEnd.add(stats.endToEnd)
             for (second, histogram) in stats.perSecond.enumerated() {
                 while perSecond.count <= second {
-                    perSecond.append(Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two))
+                    perSecond.append(
+                        Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two))
                 }
                 perSecond[second].add(histogram)
             }
