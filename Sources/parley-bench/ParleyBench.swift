@@ -21,6 +21,21 @@ struct LoadOptions: ParsableArguments {
     @Option(help: "Write the report as JSON to this file.") var json: String?
     @Option(help: "Write the report as a self-contained HTML page with charts to this file.") var html: String?
 
+    /// Runs the message load for `members` and prints / saves the report.
+    func run(_ scenario: String, members: [MessageRun.Member]) async throws {
+        let report = try await MessageRun(
+            scenario: scenario,
+            url: url,
+            members: members,
+            rate: rate,
+            warmup: warmup,
+            duration: duration,
+            padding: padding,
+            serverPID: serverPID
+        ).run()
+        try finish(report)
+    }
+
     func finish(_ report: Report) throws {
         print(report.summary())
         if let json { try report.json().write(to: URL(fileURLWithPath: json)) }
@@ -59,17 +74,7 @@ struct Direct: AsyncParsableCommand {
                 }
             }
         }
-        let report = try await MessageRun(
-            scenario: relay ? "direct (baseline relay)" : "direct",
-            url: load.url,
-            members: members,
-            rate: load.rate,
-            warmup: load.warmup,
-            duration: load.duration,
-            padding: load.padding,
-            serverPID: load.serverPID
-        ).run()
-        try load.finish(report)
+        try await load.run(relay ? "direct (baseline relay)" : "direct", members: members)
     }
 }
 
@@ -103,16 +108,6 @@ struct GroupLoad: AsyncParsableCommand {
                 )
             }
         }
-        let report = try await MessageRun(
-            scenario: "group",
-            url: load.url,
-            members: members,
-            rate: load.rate,
-            warmup: load.warmup,
-            duration: load.duration,
-            padding: load.padding,
-            serverPID: load.serverPID
-        ).run()
-        try load.finish(report)
+        try await load.run("group", members: members)
     }
 }
