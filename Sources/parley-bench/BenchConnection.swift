@@ -21,6 +21,9 @@ struct ConnectionPlan: Sendable {
     /// Seconds between two sends of this connection; nil for a connection that only listens.
     var interval: Double?
     var padding: Int
+    /// Unique per run, so that a second run's clientMsgIds are not replays of the first's (which
+    /// Parley would rightly answer with the original message and not deliver again).
+    var runID: String
 }
 
 /// Timing of the whole run, in uptime nanoseconds.
@@ -147,7 +150,7 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
                 break
             }
             let text =
-                #"{"type":"send","conversationId":"\#(plan.conversationID)","clientMsgId":"c\#(plan.index)-\#(nextK)","body":"\#(plan.index)|\#(nextK)|\#(scheduled)|\#(padding)"}"#
+                #"{"type":"send","conversationId":"\#(plan.conversationID)","clientMsgId":"\#(plan.runID)-\#(plan.index)-\#(nextK)","body":"\#(plan.index)|\#(nextK)|\#(scheduled)|\#(padding)"}"#
             var buffer = context.channel.allocator.buffer(capacity: text.utf8.count)
             buffer.writeString(text)
             context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: buffer)), promise: nil)
@@ -174,7 +177,7 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
 
     private func onAck(_ text: String) {
         let now = uptimeNanos()
-        guard let id = Self.field(text, "clientMsgId"), let dash = id.firstIndex(of: "-"), let k = Int(id[id.index(after: dash)...]),
+        guard let id = Self.field(text, "clientMsgId"), let dash = id.lastIndex(of: "-"), let k = Int(id[id.index(after: dash)...]),
             let interval = plan.interval
         else { return }
         let intervalNanos = UInt64(interval * 1e9)

@@ -50,6 +50,7 @@ struct MessageRun {
         let interval = senders > 0 && rate > 0 ? Double(senders) / rate : nil
         // The clock starts once everyone is connected; until then nothing is sent.
         let clockBox = ClockBox()
+        let runID = String(UInt32.random(in: 0...UInt32.max), radix: 36)
 
         var connections: [(any Channel, BenchConnection)] = []
         var index = 0
@@ -66,7 +67,8 @@ struct MessageRun {
                                     conversationID: member.conversationID,
                                     recipients: member.recipients,
                                     interval: member.sends ? interval : nil,
-                                    padding: padding
+                                    padding: padding,
+                                    runID: runID
                                 ),
                                 stats: board.stats(for: loop),
                                 progress: progress,
