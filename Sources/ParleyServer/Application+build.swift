@@ -134,8 +134,7 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
                 chat: chat,
                 presence: presence,
                 bus: bus,
-                interval: .seconds(configuration.gateway.maintenanceIntervalSeconds),
-                logger: logger
+                interval: .seconds(configuration.gateway.maintenanceIntervalSeconds)
             )
         ],
         logger: logger

@@ -16,8 +16,6 @@ final class Progress: Sendable {
 struct ConnectionPlan: Sendable {
     var index: Int
     var conversationID: String
-    /// Other connections in the conversation that will receive each of this connection's messages.
-    var recipients: Int
     /// Seconds between two sends of this connection; nil for a connection that only listens.
     var interval: Double?
     var padding: Int

@@ -65,7 +65,6 @@ struct MessageRun {
                                 plan: ConnectionPlan(
                                     index: i,
                                     conversationID: member.conversationID,
-                                    recipients: member.recipients,
                                     interval: member.sends ? interval : nil,
                                     padding: padding,
                                     runID: runID
@@ -102,8 +101,8 @@ struct MessageRun {
         let samplerTask = Task { await sampler?.run(until: { done.isSet }) }
 
         // Progress once a second while sending, then wait for the last deliveries.
-        let expectedPer = Dictionary(members.map { ($0.conversationID, $0.recipients) }, uniquingKeysWith: { a, _ in a })
-        let recipientsPerMessage = expectedPer.values.first ?? 1
+        // Every scenario uses conversations of one size, so each message has the same recipient count.
+        let recipientsPerMessage = members.first?.recipients ?? 1
         let total = warmup + duration
         var previousDelivered = 0
         for second in 1...Int(total.rounded(.up)) {

@@ -7,21 +7,6 @@ struct PresenceController {
     let presence: PresenceService
     let maxUsers = 200
 
-    struct PresenceDTO: Encodable {
-        var userId: String
-        var status: String
-        var lastSeenAt: Date?
-
-        enum CodingKeys: String, CodingKey { case userId, status, lastSeenAt }
-
-        func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(userId, forKey: .userId)
-            try c.encode(status, forKey: .status)
-            try c.encode(lastSeenAt, forKey: .lastSeenAt)
-        }
-    }
-
     struct PresenceResponse: Encodable {
         var presence: [PresenceDTO]
     }
@@ -44,7 +29,7 @@ struct PresenceController {
         let states = try await presence.presence(of: ids)
         return try APIJSON.response(
             PresenceResponse(
-                presence: states.map { PresenceDTO(userId: $0.userID.lowercased, status: $0.status.rawValue, lastSeenAt: $0.lastSeenAt) }
+                presence: states.map { PresenceDTO(presence: $0) }
             )
         )
     }

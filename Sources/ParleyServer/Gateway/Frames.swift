@@ -63,23 +63,6 @@ enum ServerFrame {
         var state: String
     }
 
-    struct PresenceFrame: Encodable {
-        let type = "presence"
-        var userId: String
-        var status: String
-        var lastSeenAt: Date?
-
-        enum CodingKeys: String, CodingKey { case type, userId, status, lastSeenAt }
-
-        func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(type, forKey: .type)
-            try c.encode(userId, forKey: .userId)
-            try c.encode(status, forKey: .status)
-            try c.encode(lastSeenAt, forKey: .lastSeenAt)
-        }
-    }
-
     struct ConversationFrame: Encodable {
         let type = "conversation"
         var event: String
@@ -92,7 +75,7 @@ enum ServerFrame {
 
     static func encode(_ frame: some Encodable) -> String {
         // Every frame type here encodes infallibly (strings, numbers, dates, UUIDs).
-        (try? APIJSON.encoder().encode(frame)).map { String(decoding: $0, as: UTF8.self) }
+        (try? APIJSON.encoder.encode(frame)).map { String(decoding: $0, as: UTF8.self) }
             ?? #"{"type":"error","code":"internal_error","message":"encoding failed"}"#
     }
 
@@ -110,7 +93,7 @@ enum ServerFrame {
         case .typing(let conversationID, let userID, let state):
             encode(Typing(conversationId: conversationID.lowercased, userId: userID.lowercased, state: state.rawValue))
         case .presence(let presence):
-            encode(PresenceFrame(userId: presence.userID.lowercased, status: presence.status.rawValue, lastSeenAt: presence.lastSeenAt))
+            encode(PresenceDTO(presence: presence, type: "presence"))
         case .conversation(let change, let conversation):
             encode(ConversationFrame(event: change.rawValue, conversation: ConversationDTO(conversation: conversation, viewer: viewer)))
         case .sessionRevoked:

@@ -212,7 +212,7 @@ final class SocketSession: Sendable {
             }
             let frame: ClientFrame
             do {
-                frame = try JSONDecoder().decode(ClientFrame.self, from: Data(text.utf8))
+                frame = try APIJSON.decoder.decode(ClientFrame.self, from: Data(text.utf8))
             } catch {
                 try await reply(
                     ServerFrame.error(.invalid("Frame is not a JSON object with a string \"type\" and valid fields.", code: "invalid_frame")),

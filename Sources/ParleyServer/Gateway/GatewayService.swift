@@ -1,5 +1,4 @@
 import Foundation
-import Logging
 import ParleyCore
 import ServiceLifecycle
 
@@ -11,7 +10,6 @@ struct GatewayService: Service {
     let presence: PresenceService
     let bus: any Bus
     let interval: Duration
-    let logger: Logger
 
     func run() async throws {
         await withDiscardingTaskGroup { group in

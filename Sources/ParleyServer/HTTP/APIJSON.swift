@@ -12,17 +12,21 @@ protocol StrictDecodable: Decodable {
 enum APIJSON {
     static let dateStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
-    static func encoder() -> JSONEncoder {
+    /// Shared by every response and frame: encoders keep no per-call state, so one configured
+    /// instance saves building a new one on the hot path.
+    static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .custom { date, encoder in
             var container = encoder.singleValueContainer()
             try container.encode(date.formatted(dateStyle))
         }
         return encoder
-    }
+    }()
+
+    static let decoder = JSONDecoder()
 
     static func response(_ value: some Encodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) throws -> Response {
-        let data = try encoder().encode(value)
+        let data = try encoder.encode(value)
         var headers = headers
         headers[.contentType] = "application/json; charset=utf-8"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
@@ -65,7 +69,7 @@ enum APIJSON {
             throw ParleyError.invalid("Unknown field(s): \(unknown.joined(separator: ", ")).", code: "unknown_field")
         }
         do {
-            return try JSONDecoder().decode(T.self, from: data)
+            return try decoder.decode(T.self, from: data)
         } catch let error as DecodingError {
             throw ParleyError.invalid(describe(error), code: "invalid_field")
         }

@@ -89,3 +89,21 @@ struct TokenResponse: Encodable, Sendable {
     var refreshToken: String
     var expiresIn: Int
 }
+
+/// `{userId, status, lastSeenAt}` with `lastSeenAt` always present (null if never seen): the REST
+/// presence entry and, with `type`, the `presence` frame.
+struct PresenceDTO: Encodable, Sendable {
+    var presence: Presence
+    /// Set for the WebSocket frame (`"presence"`), nil for the REST entry.
+    var type: String?
+
+    enum CodingKeys: String, CodingKey { case type, userId, status, lastSeenAt }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(type, forKey: .type)
+        try c.encode(presence.userID.lowercased, forKey: .userId)
+        try c.encode(presence.status.rawValue, forKey: .status)
+        try c.encode(presence.lastSeenAt, forKey: .lastSeenAt)
+    }
+}
