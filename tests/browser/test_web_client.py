@@ -66,12 +66,35 @@ def conversation_item(browser, name):
     return None
 
 
-def badge(browser, name):
+def open_conversation(browser, name):
+    # The list re-renders on every event: find and click in one retried step.
+    def click(b):
+        item = conversation_item(b, name)
+        if item is None:
+            return False
+        item.click()
+        return True
+    wait(browser).until(click)
+
+
+def item_text(browser, name):
     item = conversation_item(browser, name)
-    if item is None:
-        return None
-    badges = item.find_elements(By.CSS_SELECTOR, ".badge")
-    return badges[0].text if badges else ""
+    return item.text if item is not None else ""
+
+
+def badge(browser, name):
+    # Read in one script so a re-render between two WebDriver calls cannot leave a stale element.
+    return browser.execute_script(
+        """
+        for (const item of document.querySelectorAll('#conversation-list .conversation-item')) {
+          if (item.querySelector('.item-name')?.textContent !== arguments[0]) continue;
+          const badge = item.querySelector('.badge');
+          return badge ? badge.textContent : '';
+        }
+        return null;
+        """,
+        name,
+    )
 
 
 def last_own_status(browser):
@@ -102,12 +125,12 @@ def test_direct_chat_between_two_people(server, browser_factory, artifacts):
     wait(bob).until(lambda b: badge(b, "Alice") == "1")
     send(alice, "Are you there?")
     wait(bob).until(lambda b: badge(b, "Alice") == "2")
-    assert "Are you there?" in conversation_item(bob, "Alice").text
+    wait(bob).until(lambda b: "Are you there?" in item_text(b, "Alice"))
     assert bob.title.startswith("(2)")
     # Bob's client reported delivery, so alice's message shows delivered (not yet read).
     wait(alice).until(lambda b: last_own_status(b) == "delivered")
 
-    conversation_item(bob, "Alice").click()
+    open_conversation(bob, "Alice")
     wait_for_body(bob, "Are you there?")
     assert bodies(bob) == ["Hello Bob", "Are you there?"]
     wait(bob).until(lambda b: badge(b, "Alice") == "")
@@ -138,7 +161,7 @@ def test_direct_chat_between_two_people(server, browser_factory, artifacts):
     visible(bob, "#app-view")
     wait_for_body(bob, XSS)
     assert bodies(bob) == ["Hello Bob", "Are you there?", "Yes, I am here", "first line\nsecond line", XSS]
-    assert badge(bob, "Alice") == ""
+    wait(bob).until(lambda b: badge(b, "Alice") == "")
 
     # Day separator and own/other distinction are on screen.
     assert bob.find_element(By.CSS_SELECTOR, "#message-list .day-separator").text == "Today"
@@ -188,16 +211,18 @@ def test_group_with_passcode(server, browser_factory, artifacts):
 
     send(carol, "Hi everyone, carol here")
     wait_for_body(alice, "Hi everyone, carol here")
-    sender = alice.find_element(By.CSS_SELECTOR, "#message-list .message:not(.own) .sender").text
+    sender = alice.execute_script(
+        "return document.querySelector('#message-list .message:not(.own) .sender')?.textContent")
     assert sender == "Carol"
     send(alice, "Welcome, Carol!")
     wait_for_body(carol, "Welcome, Carol!")
 
     # The members panel lists both, with alice as owner.
     alice.find_element(By.ID, "members-button").click()
-    members = visible(alice, "#member-list")
+    visible(alice, "#member-list")
     wait(alice).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#member-list .member")) == 2)
-    assert "owner" in members.text and "Carol" in members.text
+    wait(alice).until(lambda b: "owner" in b.find_element(By.ID, "member-list").text
+                      and "Carol" in b.find_element(By.ID, "member-list").text)
     alice.save_screenshot(str(artifacts / "web-desktop-group.png"))
 
 
@@ -242,7 +267,7 @@ def test_offline_banner_and_resend_after_reconnect(restartable_server, browser_f
     open_new_chat_with(alice, bob_username)
     send(alice, "before the outage")
     wait_for_body(alice, "before the outage")
-    conversation_item(bob, "Alice").click()
+    open_conversation(bob, "Alice")
     wait_for_body(bob, "before the outage")
 
     # The server goes away: both see the offline banner; alice writes anyway.
@@ -297,7 +322,7 @@ def test_older_history_loads_on_scroll(server, browser_factory):
     browser.refresh()
     visible(browser, "#app-view")
     wait(browser).until(lambda b: badge(b, "Seeder") == "120")
-    conversation_item(browser, "Seeder").click()
+    open_conversation(browser, "Seeder")
     wait_for_body(browser, "message 120")
     assert len(bodies(browser)) == 50, "the newest page first"
     for _ in range(10):
@@ -309,4 +334,4 @@ def test_older_history_loads_on_scroll(server, browser_factory):
             continue
     assert bodies(browser) == [f"message {i}" for i in range(1, 121)]
     wait(browser).until(lambda b: "beginning of the conversation" in b.find_element(By.ID, "history-status").text)
-    assert badge(browser, "Seeder") == ""
+    wait(browser).until(lambda b: badge(b, "Seeder") == "")
