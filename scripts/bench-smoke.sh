@@ -12,6 +12,12 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
+# A failing step shows what the tools wrote to stderr (progress lines are kept out of the log otherwise).
+trap 'echo "bench-smoke: failed at line $LINENO"; tail -n 5 "$work"/*.err 2>/dev/null' ERR
+
+for p in "$port" "$((port + 1))"; do
+  if curl -s -o /dev/null "http://127.0.0.1:$p/"; then echo "bench-smoke: port $p is already in use"; exit 1; fi
+done
 
 wait_for() {
   for _ in $(seq 1 100); do
@@ -21,7 +27,7 @@ wait_for() {
   echo "bench-smoke: $1 did not come up"; exit 1
 }
 
-"$bin/parley" seed --data-dir "$work/data" --users 20 --layout direct --out "$work/direct.json" >/dev/null
+"$bin/parley" seed --data-dir "$work/data" --users 20 --layout direct --messages 120 --out "$work/direct.json" >/dev/null 2>"$work/seed.err"
 "$bin/parley" seed --data-dir "$work/data" --users 12 --layout group --group-size 6 --prefix grp --out "$work/group.json" >/dev/null
 PARLEY_RATE_LIMITS=false "$bin/parley" serve --port "$port" --data-dir "$work/data" --log-level warning >"$work/server.log" 2>&1 &
 pids+=($!)
@@ -32,12 +38,31 @@ pids+=($!)
 
 common=(--rate 300 --duration 2 --warmup 1)
 "$bin/parley-bench" direct --url "ws://127.0.0.1:$port/api/v1/ws" --seed "$work/direct.json" --pairs 10 "${common[@]}" \
-  --server-pid "$server_pid" --json "$work/direct-report.json" --html "$work/direct-report.html" 2>/dev/null
+  --server-pid "$server_pid" --json "$work/direct-report.json" --html "$work/direct-report.html" 2>"$work/direct.err"
 "$bin/parley-bench" group --url "ws://127.0.0.1:$port/api/v1/ws" --seed "$work/group.json" --groups 2 --senders 2 "${common[@]}" \
-  --json "$work/group-report.json" 2>/dev/null
+  --json "$work/group-report.json" 2>"$work/group.err"
+"$bin/parley-bench" connect --url "ws://127.0.0.1:$port/api/v1/ws" --seed "$work/direct.json" --connections 200 --hold 2 \
+  --server-pid "$server_pid" --json "$work/connect-report.json" --html "$work/connect-report.html" 2>"$work/connect.err"
+"$bin/parley-bench" history --url "http://127.0.0.1:$port" --seed "$work/direct.json" --connections 4 --rate 200 --duration 2 --warmup 1 \
+  --server-pid "$server_pid" --json "$work/history-report.json" --html "$work/history-report.html" 2>"$work/history.err"
 sleep 0.5
 "$bin/parley-bench" direct --relay --url "ws://127.0.0.1:$relay_port/api/v1/ws" --pairs 10 "${common[@]}" \
-  --json "$work/relay-report.json" 2>/dev/null
+  --json "$work/relay-report.json" 2>"$work/relay.err"
+
+# The HTML reports must open in Chromium and show their charts: load each one headless and count
+# the drawn series in the resulting DOM; keep a screenshot of each as an artifact.
+mkdir -p artifacts
+browser=$(command -v chromium || command -v chromium-browser || true)
+if [ -z "$browser" ]; then
+  if [ "${PARLEY_TEST_REQUIRE_ALL:-0}" = 1 ]; then echo "bench-smoke: chromium is not installed"; exit 1; fi
+  echo "bench-smoke: SKIPPED opening the HTML reports (chromium not installed)"
+else
+  for name in direct connect history; do
+    timeout 60 "$browser" --headless --no-sandbox --disable-gpu --dump-dom "file://$work/$name-report.html" >"$work/$name-dom.html" 2>"$work/chromium.err"
+    timeout 60 "$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,1400 \
+      --screenshot="$PWD/artifacts/bench-$name-report.png" "file://$work/$name-report.html" >/dev/null 2>>"$work/chromium.err"
+  done
+fi
 
 python3 - "$work" <<'PY'
 import json, sys, pathlib
@@ -58,9 +83,36 @@ for name in ("direct", "group", "relay"):
 html = (work / "direct-report.html").read_text()
 if "<svg" not in html or "End-to-end latency over time" not in html:
     print("bench-smoke: the HTML report has no charts"); failures += 1
+for name, minimum in (("direct", 6), ("connect", 3), ("history", 3)):
+    dom = work / f"{name}-dom.html"
+    if dom.exists():
+        drawn = dom.read_text().count("<polyline")
+        if drawn < minimum:
+            print(f"bench-smoke: Chromium shows {drawn} chart lines in the {name} report, expected at least {minimum}"); failures += 1
+        else:
+            print(f"bench-smoke {name} report: opens in Chromium with {drawn} chart lines")
+
+connect = json.loads((work / "connect-report.json").read_text())
+problems = []
+if connect["opened"] != connect["requested"] or connect["failed"]: problems.append(f"opened {connect['opened']} of {connect['requested']}")
+if connect["aliveAfterHold"] != connect["opened"]: problems.append(f"{connect['aliveAfterHold']} of {connect['opened']} still answer")
+if connect["connect"]["samples"] != connect["opened"]: problems.append("connect latency samples do not match")
+if not connect.get("serverHeldRSSMB"): problems.append("no server RSS")
+print(f"bench-smoke connect: {connect['opened']}/{connect['requested']} open, {connect['aliveAfterHold']} alive" + (f" PROBLEMS: {problems}" if problems else " ok"))
+failures += bool(problems)
+
+history = json.loads((work / "history-report.json").read_text())
+c = history["counts"]
+problems = []
+if c["sent"] == 0: problems.append("nothing was requested")
+if c["acked"] != c["sent"] or c["delivered"] != c["sent"] or c["errors"]: problems.append(f"answered {c['acked']} good {c['delivered']} of {c['sent']}, errors {c['errors']}")
+if history["endToEnd"]["samples"] == 0: problems.append("no latency samples")
+print(f"bench-smoke history: {c['delivered']}/{c['sent']} good pages" + (f" PROBLEMS: {problems}" if problems else " ok"))
+failures += bool(problems)
+
 server = json.loads((work / "direct-report.json").read_text()).get("server")
 if not server or not server["rssMB"]:
     print("bench-smoke: no server CPU/RSS samples"); failures += 1
-print(f"bench-smoke: {3 - failures if failures < 3 else 0} passed, {failures} failed")
+print(f"bench-smoke: {'ok' if not failures else 'FAILED'} ({failures} problem(s))")
 sys.exit(1 if failures else 0)
 PY

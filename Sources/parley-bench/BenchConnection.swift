@@ -10,6 +10,7 @@ final class Progress: Sendable {
     let delivered = Atomic<Int>(0)
     let errors = Atomic<Int>(0)
     let connected = Atomic<Int>(0)
+    let pongs = Atomic<Int>(0)
 }
 
 /// What one connection does: who it is, where it sends, and at which rate.
@@ -59,6 +60,7 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
     private var nextK = 0
     private var timer: RepeatedTask?
     private var lastSeq: Int64 = 0
+    private var pongs = 0
     private var seenSeqs: [UInt64] = []
     private let padding: String
 
@@ -166,7 +168,9 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
         } else if text.contains(#""type":"ack""#) {
             onAck(text)
         } else if text.contains(#""type":"pong""#) {
-            ready.succeed(())
+            pongs += 1
+            progress.pongs.add(1, ordering: .relaxed)
+            if pongs == 1 { ready.succeed(()) }
         } else if text.contains(#""type":"error""#) {
             stats.errors += 1
             progress.errors.add(1, ordering: .relaxed)

@@ -2,59 +2,88 @@ import Foundation
 
 /// A self-contained HTML page with SVG charts: latency percentiles over time, throughput over
 /// time, and the latency distribution. No scripts, no external files.
+/// One line chart: named, coloured series of (x, y) points.
+struct Chart {
+    var title: String
+    var series: [(name: String, colour: String, points: [(Double, Double)])]
+    var xLabel: String
+}
+
 enum HTMLReport {
     static func render(_ report: Report) -> String {
         let seconds = report.timeline
-        let latencyChart = lineChart(
-            title: "End-to-end latency over time (ms)",
-            series: [
-                ("p50", "#1f5fbf", seconds.map { (Double($0.second), $0.p50) }),
-                ("p99", "#b3261e", seconds.map { (Double($0.second), $0.p99) }),
-            ],
-            xLabel: "second of the run"
+        let requests = report.kind == .requests
+        return page(
+            scenario: report.scenario,
+            target: report.target,
+            startedAt: report.startedAt,
+            verdict: report.consistent ? nil : "NOT consistent",
+            good: requests ? "consistent (every page answered, complete and in order)" : "consistent (no loss, duplicates or reordering)",
+            summary: report.summary(),
+            charts: [
+                Chart(
+                    title: requests ? "Page read latency over time (ms)" : "End-to-end latency over time (ms)",
+                    series: [
+                        ("p50", "#1f5fbf", seconds.map { (Double($0.second), $0.p50) }),
+                        ("p99", "#b3261e", seconds.map { (Double($0.second), $0.p99) }),
+                    ],
+                    xLabel: "second of the run"
+                ),
+                Chart(
+                    title: requests ? "Throughput over time (pages per second)" : "Throughput over time (messages per second)",
+                    series: [
+                        (requests ? "requested" : "sent", "#1f5fbf", seconds.map { (Double($0.second), Double($0.sent)) }),
+                        (requests ? "good pages" : "delivered", "#1e7f3a", seconds.map { (Double($0.second), Double($0.delivered)) }),
+                    ],
+                    xLabel: "second of the run"
+                ),
+                distribution(
+                    requests
+                        ? [("page read", "#1f5fbf", report.endToEnd)] : [("end-to-end", "#1f5fbf", report.endToEnd), ("ack", "#7a4d00", report.ack)]
+                ),
+            ]
         )
-        let throughputChart = lineChart(
-            title: "Throughput over time (messages per second)",
-            series: [
-                ("sent", "#1f5fbf", seconds.map { (Double($0.second), Double($0.sent)) }),
-                ("delivered", "#1e7f3a", seconds.map { (Double($0.second), Double($0.delivered)) }),
-            ],
-            xLabel: "second of the run"
-        )
-        let distribution = lineChart(
+    }
+
+    /// The latency distribution chart: milliseconds by percentile, one series per latency.
+    static func distribution(_ latencies: [(String, String, Report.Latency)]) -> Chart {
+        Chart(
             title: "Latency distribution (ms by percentile)",
-            series: [
-                ("end-to-end", "#1f5fbf", report.endToEnd.curve.enumerated().map { (Double($0.offset), $0.element[1]) }),
-                ("ack", "#7a4d00", report.ack.curve.enumerated().map { (Double($0.offset), $0.element[1]) }),
-            ],
-            xLabel: "percentile: " + report.endToEnd.curve.map { String(format: "%g", $0[0]) }.joined(separator: " · ")
+            series: latencies.map { name, colour, latency in
+                (name, colour, latency.curve.enumerated().map { (Double($0.offset), $0.element[1]) })
+            },
+            xLabel: "percentile: " + (latencies.first?.2.curve ?? []).map { String(format: "%g", $0[0]) }.joined(separator: " · ")
         )
-        let summary = escape(report.summary())
-        return """
-            <!doctype html>
-            <html lang="en"><head><meta charset="utf-8"><title>parley-bench \(escape(report.scenario))</title>
-            <style>
-            body { font-family: system-ui, sans-serif; margin: 2rem; color: #1b1f24; max-width: 960px; }
-            pre { background: #f4f5f7; padding: 1rem; border-radius: 8px; overflow-x: auto; }
-            figure { margin: 2rem 0; } figcaption { font-weight: 600; margin-bottom: .5rem; }
-            .ok { color: #1e7f3a; } .bad { color: #b3261e; }
-            </style></head><body>
-            <h1>parley-bench: \(escape(report.scenario))</h1>
-            <p>Started \(escape(report.startedAt)) against <code>\(escape(report.target))</code>.
-            Counts are <strong class="\(report.consistent ? "ok" : "bad")">\(report.consistent ? "consistent (no loss, duplicates or reordering)" : "NOT consistent")</strong>.</p>
-            <pre>\(summary)</pre>
-            \(latencyChart)
-            \(throughputChart)
-            \(distribution)
-            </body></html>
-            """
+    }
+
+    /// The page: a title, a one-line verdict (`verdict` nil means the counts are good), the text
+    /// summary, then the charts.
+    static func page(scenario: String, target: String, startedAt: String, verdict: String?, good: String, summary: String, charts: [Chart]) -> String
+    {
+        """
+        <!doctype html>
+        <html lang="en"><head><meta charset="utf-8"><title>parley-bench \(escape(scenario))</title>
+        <style>
+        body { font-family: system-ui, sans-serif; margin: 2rem; color: #1b1f24; max-width: 960px; }
+        pre { background: #f4f5f7; padding: 1rem; border-radius: 8px; overflow-x: auto; }
+        figure { margin: 2rem 0; } figcaption { font-weight: 600; margin-bottom: .5rem; }
+        .ok { color: #1e7f3a; } .bad { color: #b3261e; }
+        </style></head><body>
+        <h1>parley-bench: \(escape(scenario))</h1>
+        <p>Started \(escape(startedAt)) against <code>\(escape(target))</code>.
+        Counts are <strong class="\(verdict == nil ? "ok" : "bad")">\(escape(verdict ?? good))</strong>.</p>
+        <pre>\(escape(summary))</pre>
+        \(charts.map(lineChart).joined(separator: "\n"))
+        </body></html>
+        """
     }
 
     private static func escape(_ text: String) -> String {
         text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
     }
 
-    private static func lineChart(title: String, series: [(String, String, [(Double, Double)])], xLabel: String) -> String {
+    private static func lineChart(_ chart: Chart) -> String {
+        let (title, series, xLabel) = (chart.title, chart.series, chart.xLabel)
         let width = 900.0
         let height = 300.0
         let left = 60.0

@@ -51,3 +51,67 @@ struct StatsBoard: @unchecked Sendable {
         byLoop[ObjectIdentifier(loop)]!
     }
 }
+
+/// Every loop's numbers added up, once the run is over.
+struct MergedStats {
+    var ack = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+    var endToEnd = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+    var perSecond: [Histogram<UInt64>] = []
+    var sentPerSecond: [Int] = []
+    var counts = Report.Counts(
+        connections: 0, sent: 0, acked: 0, expectedDeliveries: 0, delivered: 0, lost: 0, duplicates: 0, outOfOrder: 0, errors: 0)
+
+    var timeline: [Report.Second] {
+        (0..<max(perSecond.count, sentPerSecond.count)).map { second in
+            let histogram = second < perSecond.count ? perSecond[second] : nil
+            return Report.Second(
+                second: second,
+                sent: second < sentPerSecond.count ? sentPerSecond[second] : 0,
+                delivered: Int(histogram?.totalCount ?? 0),
+                p50: histogram.map { $0.totalCount == 0 ? 0 : Double($0.valueAtPercentile(50)) / 1000 } ?? 0,
+                p99: histogram.map { $0.totalCount == 0 ? 0 : Double($0.valueAtPercentile(99)) / 1000 } ?? 0
+            )
+        }
+    }
+
+    private func measured(warmup: Double, duration: Double) -> [Report.Second] {
+        timeline.filter { Double($0.second) >= warmup && Double($0.second) < warmup + duration }
+    }
+
+    func sendRate(warmup: Double, duration: Double) -> Double {
+        Double(measured(warmup: warmup, duration: duration).map(\.sent).reduce(0, +)) / max(1, duration)
+    }
+
+    func deliveryRate(warmup: Double, duration: Double) -> Double {
+        Double(measured(warmup: warmup, duration: duration).map(\.delivered).reduce(0, +)) / max(1, duration)
+    }
+}
+
+extension StatsBoard {
+    /// Adds up every loop's stats. Call only after each loop has run a final task.
+    func merge() -> MergedStats {
+        var merged = MergedStats()
+        for stats in byLoop.values {
+            merged.ack.add(stats.ackLatency)
+            merged.endToEnd.add(stats.endToEnd)
+            for (second, histogram) in stats.perSecond.enumerated() {
+                while merged.perSecond.count <= second {
+                    merged.perSecond.append(
+                        Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two))
+                }
+                merged.perSecond[second].add(histogram)
+            }
+            for (second, sent) in stats.sentPerSecond.enumerated() {
+                while merged.sentPerSecond.count <= second { merged.sentPerSecond.append(0) }
+                merged.sentPerSecond[second] += sent
+            }
+            merged.counts.sent += stats.sent
+            merged.counts.acked += stats.acked
+            merged.counts.delivered += stats.delivered
+            merged.counts.duplicates += stats.duplicates
+            merged.counts.outOfOrder += stats.outOfOrder
+            merged.counts.errors += stats.errors
+        }
+        return merged
+    }
+}

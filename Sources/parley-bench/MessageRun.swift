@@ -14,6 +14,7 @@ struct SeedFile: Decodable {
     struct Conversation: Decodable {
         var id: String
         var members: [Int]
+        var lastSeq: Int?
     }
 
     var users: [User]
@@ -140,62 +141,12 @@ struct MessageRun {
         // Close everything, let every loop finish its last task, then merge the loops' numbers.
         for (channel, _) in connections { try? await channel.close() }
         for loop in group.makeIterator() { try await loop.submit {}.get() }
-        var ack = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
-        var endToEnd = ack
-        var perSecond: [Histogram<UInt64>] = []
-        var sentPerSecond: [Int] = []
-        var counts = Report.Counts(
-            connections: members.count, sent: 0, acked: 0, expectedDeliveries: 0, delivered: 0, lost: 0, duplicates: 0, outOfOrder: 0, errors: 0)
-        for loop in group.makeIterator() {
-            let stats = board.stats(for: loop)
-            ack.add(stats.ackLatency)
-            endToEnd.add(stats.endToEnd)
-            for (second, histogram) in stats.perSecond.enumerated() {
-                while perSecond.count <= second {
-                    perSecond.append(
-                        Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two))
-                }
-                perSecond[second].add(histogram)
-            }
-            for (second, sent) in stats.sentPerSecond.enumerated() {
-                while sentPerSecond.count <= second { sentPerSecond.append(0) }
-                sentPerSecond[second] += sent
-            }
-            counts.sent += stats.sent
-            counts.acked += stats.acked
-            counts.delivered += stats.delivered
-            counts.duplicates += stats.duplicates
-            counts.outOfOrder += stats.outOfOrder
-            counts.errors += stats.errors
-        }
+        let merged = board.merge()
         try? await group.shutdownGracefully()
-
+        var counts = merged.counts
+        counts.connections = members.count
         counts.expectedDeliveries = counts.sent * recipientsPerMessage
         counts.lost = max(0, counts.expectedDeliveries - counts.delivered)
-        let timeline = (0..<max(perSecond.count, sentPerSecond.count)).map { second in
-            let histogram = second < perSecond.count ? perSecond[second] : nil
-            return Report.Second(
-                second: second,
-                sent: second < sentPerSecond.count ? sentPerSecond[second] : 0,
-                delivered: Int(histogram?.totalCount ?? 0),
-                p50: histogram.map { $0.totalCount == 0 ? 0 : Double($0.valueAtPercentile(50)) / 1000 } ?? 0,
-                p99: histogram.map { $0.totalCount == 0 ? 0 : Double($0.valueAtPercentile(99)) / 1000 } ?? 0
-            )
-        }
-        let measuredSeconds = timeline.filter { Double($0.second) >= warmup && Double($0.second) < warmup + duration }
-        let sendRate = Double(measuredSeconds.map(\.sent).reduce(0, +)) / max(1, duration)
-        let deliveryRate = Double(measuredSeconds.map(\.delivered).reduce(0, +)) / max(1, duration)
-        var server: Report.Server?
-        if let sampler {
-            let (cpu, rss) = sampler.result
-            server = Report.Server(
-                pid: sampler.pid,
-                cpuPercent: cpu,
-                rssMB: rss,
-                meanCPUPercent: cpu.isEmpty ? 0 : cpu.reduce(0, +) / Double(cpu.count),
-                peakRSSMB: rss.max() ?? 0
-            )
-        }
         return Report(
             scenario: scenario,
             target: url,
@@ -204,12 +155,12 @@ struct MessageRun {
             warmupSeconds: warmup,
             durationSeconds: duration,
             counts: counts,
-            sendRate: sendRate,
-            deliveryRate: deliveryRate,
-            ack: Report.Latency(ack),
-            endToEnd: Report.Latency(endToEnd),
-            timeline: timeline,
-            server: server,
+            sendRate: merged.sendRate(warmup: warmup, duration: duration),
+            deliveryRate: merged.deliveryRate(warmup: warmup, duration: duration),
+            ack: Report.Latency(merged.ack),
+            endToEnd: Report.Latency(merged.endToEnd),
+            timeline: merged.timeline,
+            server: sampler.map(Report.Server.init),
             notes: []
         )
     }

@@ -6,7 +6,7 @@ struct ParleyBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley-bench",
         abstract: "Load generator for Parley: open-loop message load, latency from the scheduled send time, loss and order checks.",
-        subcommands: [Direct.self, GroupLoad.self, Relay.self]
+        subcommands: [Direct.self, GroupLoad.self, Connect.self, History.self, Relay.self]
     )
 }
 
@@ -23,6 +23,7 @@ struct LoadOptions: ParsableArguments {
 
     /// Runs the message load for `members` and prints / saves the report.
     func run(_ scenario: String, members: [MessageRun.Member]) async throws {
+        raiseOpenFileLimit()
         let report = try await MessageRun(
             scenario: scenario,
             url: url,
@@ -109,5 +110,72 @@ struct GroupLoad: AsyncParsableCommand {
             }
         }
         try await load.run("group", members: members)
+    }
+}
+
+struct Connect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Open C authenticated WebSockets, hold them idle, check they all still answer; report connect latency and server memory.",
+        discussion:
+            "Seed users first (`parley seed --users N`); tokens are used round-robin, so C may exceed N. One process holds at most its open-file limit of sockets, and so does the server."
+    )
+
+    @Option(help: "WebSocket URL of the server.") var url = "ws://127.0.0.1:8080/api/v1/ws"
+    @Option(help: "The file written by `parley seed`.") var seed: String
+    @Option(help: "Connections to open.") var connections = 1000
+    @Option(help: "Seconds to hold them idle once all are open.") var hold = 10.0
+    @Option(help: "Connection attempts in flight at once.") var concurrency = 100
+    @Option(name: .customLong("server-pid"), help: "Sample this local process's CPU and RSS during the run.") var serverPID: Int32?
+    @Option(help: "Write the report as JSON to this file.") var json: String?
+    @Option(help: "Write the report as a self-contained HTML page with charts to this file.") var html: String?
+
+    func run() async throws {
+        let file = try JSONDecoder().decode(SeedFile.self, from: Data(contentsOf: URL(fileURLWithPath: seed)))
+        guard !file.users.isEmpty, connections > 0, concurrency > 0 else { throw ValidationError("need seeded users and at least one connection") }
+        let report = try await ConnectRun(
+            url: url, tokens: file.users.map(\.token), connections: connections, hold: hold, serverPID: serverPID, concurrency: concurrency
+        ).run()
+        print(report.summary())
+        if let json { try report.json().write(to: URL(fileURLWithPath: json)) }
+        if let html { try Data(report.html().utf8).write(to: URL(fileURLWithPath: html)) }
+    }
+}
+
+struct History: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Open-loop reads of random full history pages over keep-alive HTTP; every page is checked.",
+        discussion: "Seed with history first: `parley seed --users 2N --messages M --out seed.json`."
+    )
+
+    @Option(help: "HTTP base URL of the server.") var url = "http://127.0.0.1:8080"
+    @Option(help: "The file written by `parley seed --messages`.") var seed: String
+    @Option(help: "Keep-alive HTTP connections (each reads one conversation as one of its members).") var connections = 32
+    @Option(help: "Total page reads per second (open loop).") var rate = 1000.0
+    @Option(help: "Measured seconds, after the warm-up.") var duration = 10.0
+    @Option(help: "Warm-up seconds, left out of the latency figures.") var warmup = 2.0
+    @Option(help: "Messages per page.") var limit = 50
+    @Option(name: .customLong("server-pid"), help: "Sample this local process's CPU and RSS during the run.") var serverPID: Int32?
+    @Option(help: "Write the report as JSON to this file.") var json: String?
+    @Option(help: "Write the report as a self-contained HTML page with charts to this file.") var html: String?
+
+    func run() async throws {
+        raiseOpenFileLimit()
+        let file = try JSONDecoder().decode(SeedFile.self, from: Data(contentsOf: URL(fileURLWithPath: seed)))
+        let seeded = file.conversations.filter { ($0.lastSeq ?? 0) >= limit }
+        guard !seeded.isEmpty else { throw ValidationError("the seed has no conversation with at least \(limit) messages; seed with --messages") }
+        guard connections > 0, rate > 0, (1...200).contains(limit) else {
+            throw ValidationError("need connections > 0, rate > 0 and 1 ≤ limit ≤ 200")
+        }
+        let readers = (0..<connections).map { index in
+            let conversation = seeded[index % seeded.count]
+            return HistoryRun.Reader(
+                token: file.users[conversation.members[0]].token, conversationID: conversation.id, lastSeq: conversation.lastSeq ?? 0)
+        }
+        let report = try await HistoryRun(
+            baseURL: url, readers: readers, rate: rate, warmup: warmup, duration: duration, limit: limit, serverPID: serverPID
+        ).run()
+        print(report.summary())
+        if let json { try report.json().write(to: URL(fileURLWithPath: json)) }
+        if let html { try Data(HTMLReport.render(report).utf8).write(to: URL(fileURLWithPath: html)) }
     }
 }

@@ -42,6 +42,11 @@ final class ProcessSampler: Sendable {
         return user + system
     }
 
+    /// The process's resident memory now, in MB.
+    static func rssMB(pid: Int32) -> Double? {
+        ProcessSampler(pid: pid).readRSSPages().map { $0 * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576 }
+    }
+
     private func readRSSPages() -> Double? {
         guard let statm = try? String(contentsOfFile: "/proc/\(pid)/statm", encoding: .utf8) else { return nil }
         let fields = statm.split(separator: " ")

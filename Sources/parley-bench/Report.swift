@@ -51,6 +51,22 @@ struct Report: Codable {
         var rssMB: [Double]
         var meanCPUPercent: Double
         var peakRSSMB: Double
+
+        init(_ sampler: ProcessSampler) {
+            let (cpu, rss) = sampler.result
+            pid = sampler.pid
+            cpuPercent = cpu
+            rssMB = rss
+            meanCPUPercent = cpu.isEmpty ? 0 : cpu.reduce(0, +) / Double(cpu.count)
+            peakRSSMB = rss.max() ?? 0
+        }
+    }
+
+    /// Message runs count sends, acks and deliveries; request runs (history) count requests,
+    /// answers and good pages, and have no ack latency.
+    enum Kind: String, Codable {
+        case messages
+        case requests
     }
 
     var scenario: String
@@ -67,6 +83,7 @@ struct Report: Codable {
     var timeline: [Second]
     var server: Server?
     var notes: [String]
+    var kind: Kind = .messages
 
     var consistent: Bool {
         counts.lost == 0 && counts.duplicates == 0 && counts.outOfOrder == 0 && counts.acked == counts.sent
@@ -81,13 +98,26 @@ struct Report: Codable {
         var lines = [
             "parley-bench \(scenario) → \(target)",
             "  connections \(counts.connections), target rate \(Int(rate))/s, measured \(Int(durationSeconds)) s after \(Int(warmupSeconds)) s warm-up",
-            String(
-                format: "  sent %d (%.0f/s)   acked %d   delivered %d of %d (%.0f/s)", counts.sent, sendRate, counts.acked, counts.delivered,
-                counts.expectedDeliveries, deliveryRate),
-            "  lost \(counts.lost)   duplicates \(counts.duplicates)   out of order \(counts.outOfOrder)   errors \(counts.errors)",
-            row("ack", ack),
-            row("end-to-end", endToEnd),
         ]
+        switch kind {
+        case .messages:
+            lines += [
+                String(
+                    format: "  sent %d (%.0f/s)   acked %d   delivered %d of %d (%.0f/s)", counts.sent, sendRate, counts.acked, counts.delivered,
+                    counts.expectedDeliveries, deliveryRate),
+                "  lost \(counts.lost)   duplicates \(counts.duplicates)   out of order \(counts.outOfOrder)   errors \(counts.errors)",
+                row("ack", ack),
+                row("end-to-end", endToEnd),
+            ]
+        case .requests:
+            lines += [
+                String(
+                    format: "  requested %d (%.0f/s)   answered %d   good pages %d (%.0f/s)", counts.sent, sendRate, counts.acked, counts.delivered,
+                    deliveryRate),
+                "  unanswered or bad \(counts.lost)   errors \(counts.errors)",
+                row("page read", endToEnd),
+            ]
+        }
         if let server {
             lines.append(String(format: "  server pid %d: mean CPU %.0f%%, peak RSS %.0f MB", server.pid, server.meanCPUPercent, server.peakRSSMB))
         }

@@ -21,6 +21,8 @@ struct Seed: AsyncParsableCommand {
     @Option(name: .customLong("group-size"), help: "Members per group with --layout group.") var groupSize = 100
     @Option(name: .customLong("prefix"), help: "Username prefix (runs with different prefixes can share a store).") var prefix = "bench"
     @Option(name: .customLong("token-hours"), help: "Lifetime of the minted access tokens.") var tokenHours = 12
+    @Option(name: .customLong("messages"), help: "Messages of history written into every conversation (for `parley-bench history`).")
+    var messagesPerConversation = 0
     @Option(help: "Where to write the seed description.") var out = "seed.json"
 
     struct SeedUser: Codable {
@@ -33,6 +35,8 @@ struct Seed: AsyncParsableCommand {
         var id: String
         /// Indexes into `users`.
         var members: [Int]
+        /// Messages of seeded history (0 without --messages).
+        var lastSeq: Int = 0
     }
 
     struct SeedFile: Codable {
@@ -42,8 +46,8 @@ struct Seed: AsyncParsableCommand {
     }
 
     func run() async throws {
-        guard users >= 2, layout == "direct" || layout == "group", groupSize >= 2 else {
-            throw ValidationError("need at least 2 users, a layout of direct or group, and a group size of at least 2")
+        guard users >= 2, layout == "direct" || layout == "group", groupSize >= 2, messagesPerConversation >= 0 else {
+            throw ValidationError("need at least 2 users, a layout of direct or group, a group size of at least 2, and --messages ≥ 0")
         }
         var logger = Logger(label: "parley-seed")
         logger.logLevel = .warning
@@ -86,7 +90,7 @@ struct Seed: AsyncParsableCommand {
         if layout == "direct" {
             for pair in stride(from: 0, to: users - 1, by: 2) {
                 let (conversation, _) = try await store.findOrCreateDirectConversation(between: ids[pair], and: ids[pair + 1], now: now)
-                conversations.append(SeedConversation(id: conversation.id.lowercased, members: [pair, pair + 1]))
+                conversations.append(SeedConversation(id: conversation.id.lowercased, members: [pair, pair + 1], lastSeq: messagesPerConversation))
             }
         } else {
             for start in stride(from: 0, to: users, by: groupSize) {
@@ -100,12 +104,27 @@ struct Seed: AsyncParsableCommand {
                     passcodeHash: nil,
                     now: now
                 )
-                conversations.append(SeedConversation(id: group.id.lowercased, members: members))
+                conversations.append(SeedConversation(id: group.id.lowercased, members: members, lastSeq: messagesPerConversation))
             }
+        }
+        if messagesPerConversation > 0 {
+            let filler = String(repeating: "lorem ipsum ", count: 6)
+            for (number, conversation) in conversations.enumerated() {
+                try await store.seedHistory(
+                    conversationID: UUID(uuidString: conversation.id)!,
+                    senderIDs: conversation.members.prefix(2).map { ids[$0] },
+                    count: messagesPerConversation
+                ) { seq in "history \(seq) \(filler)" }
+                if number % 100 == 99 || number == conversations.count - 1 {
+                    FileHandle.standardError.write(Data("\rhistory: \(number + 1)/\(conversations.count) conversations".utf8))
+                }
+            }
+            FileHandle.standardError.write(Data("\n".utf8))
         }
         try store.close()
         let data = try JSONEncoder().encode(SeedFile(password: password, users: seeded, conversations: conversations))
         try data.write(to: URL(fileURLWithPath: out))
-        print("seed: \(users) users, \(conversations.count) \(layout) conversations in \(ContinuousClock.now - started) → \(out)")
+        let history = messagesPerConversation > 0 ? ", \(messagesPerConversation * conversations.count) messages" : ""
+        print("seed: \(users) users, \(conversations.count) \(layout) conversations\(history) in \(ContinuousClock.now - started) → \(out)")
     }
 }

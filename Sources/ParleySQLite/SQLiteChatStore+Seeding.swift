@@ -1,0 +1,46 @@
+import Foundation
+import GRDB
+import ParleyCore
+
+extension SQLiteChatStore {
+    /// Appends `count` messages to a conversation in large transactions, bypassing the send path
+    /// (no dedupe, no events). For load-test seeding only (`parley seed --messages`): it writes
+    /// millions of rows in seconds, which sends one by one cannot.
+    ///
+    /// Messages alternate between `senderIDs`, continue the conversation's seq, and are spaced one
+    /// second apart, ending now.
+    public func seedHistory(conversationID: UUID, senderIDs: [UUID], count: Int, body: (Int64) -> String) async throws {
+        guard count > 0, !senderIDs.isEmpty else { return }
+        let cid = conversationID.lowercased
+        let senders = senderIDs.map(\.lowercased)
+        let batch = 50_000
+        var written = 0
+        let end = Date().millis
+        while written < count {
+            let take = min(batch, count - written)
+            let first = written
+            let bodies = (0..<take).map { body(Int64(first + $0 + 1)) }
+            try await pool.write { db in
+                guard let last = try Int64.fetchOne(db, sql: "SELECT last_seq FROM conversations WHERE id = ?", arguments: [cid]) else {
+                    throw ParleyError.conversationNotFound
+                }
+                let insert = try db.cachedStatement(
+                    sql: "INSERT INTO messages (conversation_id, seq, id, sender_id, body, client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, NULL, ?)"
+                )
+                for offset in 0..<take {
+                    let seq = last + Int64(offset) + 1
+                    let index = first + offset
+                    try insert.execute(arguments: [
+                        cid, seq, UUID.v7().lowercased, senders[index % senders.count], bodies[offset],
+                        end - Int64(count - index) * 1000,
+                    ])
+                }
+                try db.execute(
+                    sql: "UPDATE conversations SET last_seq = ?, updated_at = ? WHERE id = ?",
+                    arguments: [last + Int64(take), end, cid]
+                )
+            }
+            written += take
+        }
+    }
+}

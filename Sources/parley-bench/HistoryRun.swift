@@ -1,0 +1,242 @@
+import Foundation
+import Histogram
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The `history` scenario: open-loop `GET /conversations/{id}/messages?before=S&limit=N` at a fixed
+/// total rate over keep-alive HTTP connections (pipelined, so a slow answer delays the ones behind
+/// it and that delay is measured). Latency runs from the scheduled time to the last byte of the
+/// answer; every page is checked for the right count and the right first seq.
+struct HistoryRun {
+    struct Reader {
+        var token: String
+        var conversationID: String
+        var lastSeq: Int
+    }
+
+    var baseURL: String
+    var readers: [Reader]
+    var rate: Double
+    var warmup: Double
+    var duration: Double
+    var limit: Int
+    var serverPID: Int32?
+
+    func run() async throws -> Report {
+        guard let components = URLComponents(string: baseURL), components.scheme == "http", let host = components.host else {
+            throw BenchError.badURL(baseURL)
+        }
+        let port = components.port ?? 80
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let board = StatsBoard(group: group)
+        let progress = Progress()
+        let clockBox = ClockBox()
+        let interval = Double(readers.count) / rate
+
+        var channels: [(any Channel, HistoryClient)] = []
+        for (index, reader) in readers.enumerated() {
+            let client = HistoryClient(
+                index: index, reader: reader, host: "\(host):\(port)", limit: limit, intervalNanos: UInt64(interval * 1e9), progress: progress,
+                clock: clockBox)
+            let channel = try await ClientBootstrap(group: group)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    client.stats = board.stats(for: channel.eventLoop)
+                    return channel.pipeline.addHTTPClientHandlers().flatMap { channel.pipeline.addHandler(client) }
+                }
+                .connect(host: host, port: port).get()
+            channels.append((channel, client))
+        }
+
+        let start = uptimeNanos() + 200_000_000
+        clockBox.set(RunClock(start: start, measureFrom: start + UInt64(warmup * 1e9), stopSending: start + UInt64((warmup + duration) * 1e9)))
+        let startedAt = Date()
+        for (channel, client) in channels { channel.eventLoop.execute { client.start() } }
+        let sampler = serverPID.map { ProcessSampler(pid: $0) }
+        let done = DoneFlag()
+        let samplerTask = Task { await sampler?.run(until: { done.isSet }) }
+
+        let total = warmup + duration
+        var previous = 0
+        for second in 1...Int(total.rounded(.up)) {
+            try await Task.sleep(until: .now + .seconds(1))
+            let answered = progress.delivered.load(ordering: .relaxed)
+            FileHandle.standardError.write(
+                Data(
+                    String(
+                        format: "\r[%3d/%3.0f s] requested %d  good pages %d (%d/s)  errors %d   ", second, total,
+                        progress.sent.load(ordering: .relaxed), answered, answered - previous, progress.errors.load(ordering: .relaxed)
+                    ).utf8))
+            previous = answered
+        }
+        let stopAt = clockBox.value.stopSending
+        let now = uptimeNanos()
+        if stopAt > now { try await Task.sleep(for: .nanoseconds(Int64(stopAt - now) + 50_000_000)) }
+        let drainDeadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < drainDeadline, progress.acked.load(ordering: .relaxed) < progress.sent.load(ordering: .relaxed) {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        FileHandle.standardError.write(Data("\n".utf8))
+        done.set()
+        _ = await samplerTask.value
+        for (channel, _) in channels { try? await channel.close() }
+        for loop in group.makeIterator() { try await loop.submit {}.get() }
+
+        let merged = board.merge()
+        try? await group.shutdownGracefully()
+        var counts = merged.counts
+        counts.connections = readers.count
+        counts.expectedDeliveries = counts.sent
+        counts.lost = max(0, counts.sent - counts.delivered)
+        return Report(
+            scenario: "history",
+            target: baseURL + "/api/v1/conversations/{id}/messages?before=S&limit=\(limit)",
+            startedAt: ISO8601DateFormatter().string(from: startedAt),
+            rate: rate,
+            warmupSeconds: warmup,
+            durationSeconds: duration,
+            counts: counts,
+            sendRate: merged.sendRate(warmup: warmup, duration: duration),
+            deliveryRate: merged.deliveryRate(warmup: warmup, duration: duration),
+            ack: Report.Latency(merged.ack),
+            endToEnd: Report.Latency(merged.endToEnd),
+            timeline: merged.timeline,
+            server: sampler.map(Report.Server.init),
+            notes: [],
+            kind: .requests
+        )
+    }
+}
+
+/// One keep-alive HTTP connection reading history pages on an open-loop schedule.
+final class HistoryClient: ChannelInboundHandler, @unchecked Sendable {
+    // All state is confined to the channel's event loop.
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private let index: Int
+    private let reader: HistoryRun.Reader
+    private let host: String
+    private let limit: Int
+    private let intervalNanos: UInt64
+    private let progress: Progress
+    private let clockBox: ClockBox
+    private var clock = RunClock(start: 0, measureFrom: 0, stopSending: 0)
+    var stats: LoopStats!
+    private var context: ChannelHandlerContext?
+    private var timer: RepeatedTask?
+    private var nextK = 0
+    private var random = SystemRandomNumberGenerator()
+    /// Requests written and not yet answered: (scheduled time, the `before` cursor).
+    private var inFlight: [(scheduled: UInt64, before: Int)] = []
+    private var inFlightHead = 0
+    private var status: HTTPResponseStatus = .ok
+    private var body: ByteBuffer?
+
+    init(index: Int, reader: HistoryRun.Reader, host: String, limit: Int, intervalNanos: UInt64, progress: Progress, clock: ClockBox) {
+        self.index = index
+        self.reader = reader
+        self.host = host
+        self.limit = limit
+        self.intervalNanos = intervalNanos
+        self.progress = progress
+        self.clockBox = clock
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func start() {
+        clock = clockBox.value
+        guard let context else { return }
+        let firstAt = clock.start + UInt64(index % 997) * intervalNanos / 997
+        let tick = TimeAmount.nanoseconds(Int64(max(1_000_000, min(intervalNanos, 5_000_000))))
+        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: tick) { [weak self] _ in
+            guard let self, let context = self.context else { return }
+            self.sendDue(context: context, firstAt: firstAt)
+        }
+    }
+
+    private func sendDue(context: ChannelHandlerContext, firstAt: UInt64) {
+        let now = uptimeNanos()
+        var wrote = false
+        while true {
+            let scheduled = firstAt + UInt64(nextK) * intervalNanos
+            guard scheduled <= now else { break }
+            guard scheduled < clock.stopSending else {
+                timer?.cancel()
+                break
+            }
+            // A random full page: before ∈ [limit + 1, lastSeq + 1].
+            let before = Int.random(in: (limit + 1)...max(limit + 1, reader.lastSeq + 1), using: &random)
+            var head = HTTPRequestHead(
+                version: .http1_1, method: .GET, uri: "/api/v1/conversations/\(reader.conversationID)/messages?before=\(before)&limit=\(limit)")
+            head.headers.add(name: "Host", value: host)
+            head.headers.add(name: "Authorization", value: "Bearer \(reader.token)")
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.write(wrapOutboundOut(.end(nil)), promise: nil)
+            inFlight.append((scheduled, before))
+            stats.recordSent(second: clock.second(scheduled))
+            progress.sent.add(1, ordering: .relaxed)
+            nextK += 1
+            wrote = true
+        }
+        if wrote { context.flush() }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            status = head.status
+            body = nil
+        case .body(var part):
+            if body == nil { body = part } else { body!.writeBuffer(&part) }
+        case .end:
+            guard inFlightHead < inFlight.count else { return }
+            let (scheduled, before) = inFlight[inFlightHead]
+            inFlightHead += 1
+            if inFlightHead > 1024 {
+                inFlight.removeFirst(inFlightHead)
+                inFlightHead = 0
+            }
+            let now = uptimeNanos()
+            stats.acked += 1
+            progress.acked.add(1, ordering: .relaxed)
+            if status == .ok, let body, Self.isPage(body, firstSeq: before - limit, count: limit) {
+                progress.delivered.add(1, ordering: .relaxed)
+                stats.record(
+                    endToEndMicros: now > scheduled ? (now - scheduled) / 1000 : 0, second: clock.second(now),
+                    measured: scheduled >= clock.measureFrom)
+            } else {
+                stats.errors += 1
+                progress.errors.add(1, ordering: .relaxed)
+            }
+        }
+    }
+
+    /// Whether `body` holds exactly `count` messages starting at `firstSeq`, in ascending order.
+    static func isPage(_ body: ByteBuffer, firstSeq: Int, count: Int) -> Bool {
+        let text = String(buffer: body)
+        var expected = firstSeq
+        var found = 0
+        var rest = text[...]
+        while let range = rest.range(of: #""seq":"#) {
+            let digits = rest[range.upperBound...].prefix { $0.isNumber }
+            guard Int(digits) == expected else { return false }
+            expected += 1
+            found += 1
+            rest = rest[range.upperBound...]
+        }
+        return found == count
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
