@@ -47,11 +47,7 @@ public final class SQLiteChatStore: ChatStore {
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
         }
         self.sendQueue = GroupCommitQueue(name: "sqlite_send") { requests in
-            try await pool.write { db in
-                requests.map { request in
-                    Result { try Self.append(request, db: db) }
-                }
-            }
+            try await pool.write { db in try Self.appendBatch(requests, db: db) }
         }
         try SQLiteSchema.migrator.migrate(pool)
         logger.info("SQLite store ready", metadata: ["parley.sqlite_path": "\(configuration.path)", "parley.synchronous": "\(synchronous)"])
@@ -65,16 +61,16 @@ public final class SQLiteChatStore: ChatStore {
 
     public func createUser(_ user: NewUser) async throws -> User {
         try await pool.write { db in
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM users WHERE username = ?", arguments: [user.username]) != nil {
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM users WHERE username = ?"), arguments: [user.username]) != nil {
                 throw ParleyError.conflict("That username is taken.", code: "username_taken")
             }
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM users WHERE email = ?", arguments: [user.email]) != nil {
+            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM users WHERE email = ?"), arguments: [user.email]) != nil {
                 throw ParleyError.conflict("That email address is already registered.", code: "email_taken")
             }
-            try db.execute(
-                sql: "INSERT INTO users (id, username, email, display_name, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                arguments: [user.id.lowercased, user.username, user.email, user.displayName, user.passwordHash, user.createdAt.millis]
-            )
+            try db.cachedStatement(sql: "INSERT INTO users (id, username, email, display_name, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+                .execute(
+                    arguments: [user.id.lowercased, user.username, user.email, user.displayName, user.passwordHash, user.createdAt.millis]
+                )
         }
         return User(
             id: user.id, username: user.username, email: user.email, displayName: user.displayName, createdAt: user.createdAt.truncatedToMillis)
@@ -82,7 +78,7 @@ public final class SQLiteChatStore: ChatStore {
 
     public func user(id: UUID) async throws -> User? {
         try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT \(Self.userColumns) FROM users WHERE id = ?", arguments: [id.lowercased]).map(Self.user)
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT \(Self.userColumns) FROM users WHERE id = ?"), arguments: [id.lowercased]).map(Self.user)
         }
     }
 
@@ -90,8 +86,7 @@ public final class SQLiteChatStore: ChatStore {
         try await pool.read { db in
             let column = login.contains("@") ? "email" : "username"
             return try Row.fetchOne(
-                db,
-                sql: "SELECT \(Self.userColumns), password_hash FROM users WHERE \(column) = ?",
+                db.cachedStatement(sql: "SELECT \(Self.userColumns), password_hash FROM users WHERE \(column) = ?"),
                 arguments: [login.lowercased()]
             ).map { UserCredentials(user: Self.user($0), passwordHash: $0["password_hash"]) }
         }
@@ -101,13 +96,13 @@ public final class SQLiteChatStore: ChatStore {
         let pattern = Self.likePattern(query.lowercased())
         return try await pool.read { db in
             try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT \(Self.userColumns) FROM users
-                    WHERE username LIKE ? ESCAPE '\\' OR display_name LIKE ? ESCAPE '\\'
-                    ORDER BY (username LIKE ? ESCAPE '\\') DESC, username
-                    LIMIT ?
-                    """,
+                db.cachedStatement(
+                    sql: """
+                        SELECT \(Self.userColumns) FROM users
+                        WHERE username LIKE ? ESCAPE '\\' OR display_name LIKE ? ESCAPE '\\'
+                        ORDER BY (username LIKE ? ESCAPE '\\') DESC, username
+                        LIMIT ?
+                        """),
                 arguments: ["%" + pattern + "%", "%" + pattern + "%", pattern + "%", limit]
             ).map(Self.user)
         }
@@ -117,8 +112,7 @@ public final class SQLiteChatStore: ChatStore {
         guard !ids.isEmpty else { return [] }
         return try await pool.read { db in
             try Row.fetchAll(
-                db,
-                sql: "SELECT \(Self.userColumns) FROM users WHERE id IN (\(Self.placeholders(ids.count)))",
+                db.makeStatement(sql: "SELECT \(Self.userColumns) FROM users WHERE id IN (\(Self.placeholders(ids.count)))"),
                 arguments: StatementArguments(ids.map(\.lowercased))
             ).map(Self.user)
         }
@@ -126,7 +120,7 @@ public final class SQLiteChatStore: ChatStore {
 
     public func setLastSeen(userID: UUID, at: Date) async throws {
         try await pool.write { db in
-            try db.execute(sql: "UPDATE users SET last_seen_at = ? WHERE id = ?", arguments: [at.millis, userID.lowercased])
+            try db.cachedStatement(sql: "UPDATE users SET last_seen_at = ? WHERE id = ?").execute(arguments: [at.millis, userID.lowercased])
         }
     }
 
@@ -134,8 +128,8 @@ public final class SQLiteChatStore: ChatStore {
         guard !userIDs.isEmpty else { return [:] }
         return try await pool.read { db in
             let rows = try Row.fetchAll(
-                db,
-                sql: "SELECT id, last_seen_at FROM users WHERE last_seen_at IS NOT NULL AND id IN (\(Self.placeholders(userIDs.count)))",
+                db.makeStatement(
+                    sql: "SELECT id, last_seen_at FROM users WHERE last_seen_at IS NOT NULL AND id IN (\(Self.placeholders(userIDs.count)))"),
                 arguments: StatementArguments(userIDs.map(\.lowercased))
             )
             return Dictionary(uniqueKeysWithValues: rows.map { (Self.uuid($0["id"]), Self.date($0["last_seen_at"])) })
@@ -146,12 +140,10 @@ public final class SQLiteChatStore: ChatStore {
 
     public func createSession(id: UUID, userID: UUID, refreshTokenHash: String, expiresAt: Date, now: Date) async throws -> Session {
         try await pool.write { db in
-            try db.execute(
-                sql: "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            try db.cachedStatement(sql: "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)").execute(
                 arguments: [id.lowercased, userID.lowercased, now.millis, expiresAt.millis]
             )
-            try db.execute(
-                sql: "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (?, ?, ?)",
+            try db.cachedStatement(sql: "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (?, ?, ?)").execute(
                 arguments: [refreshTokenHash, id.lowercased, now.millis]
             )
         }
@@ -160,7 +152,7 @@ public final class SQLiteChatStore: ChatStore {
 
     public func session(id: UUID) async throws -> Session? {
         try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM sessions WHERE id = ?", arguments: [id.lowercased]).map(Self.session)
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM sessions WHERE id = ?"), arguments: [id.lowercased]).map(Self.session)
         }
     }
 
@@ -168,23 +160,22 @@ public final class SQLiteChatStore: ChatStore {
         try await pool.write { db in
             guard
                 let row = try Row.fetchOne(
-                    db,
-                    sql: """
-                        SELECT t.spent_at, s.* FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-                        WHERE t.hash = ?
-                        """,
+                    db.cachedStatement(
+                        sql: """
+                            SELECT t.spent_at, s.* FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                            WHERE t.hash = ?
+                            """),
                     arguments: [presentedHash]
                 )
             else { return .invalid }
             let session = Self.session(row)
             guard session.isActive(at: now) else { return .invalid }
             if (row["spent_at"] as Int64?) != nil {
-                try db.execute(sql: "UPDATE sessions SET revoked_at = ? WHERE id = ?", arguments: [now.millis, session.id.lowercased])
+                try db.cachedStatement(sql: "UPDATE sessions SET revoked_at = ? WHERE id = ?").execute(arguments: [now.millis, session.id.lowercased])
                 return .reused(session)
             }
-            try db.execute(sql: "UPDATE refresh_tokens SET spent_at = ? WHERE hash = ?", arguments: [now.millis, presentedHash])
-            try db.execute(
-                sql: "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (?, ?, ?)",
+            try db.cachedStatement(sql: "UPDATE refresh_tokens SET spent_at = ? WHERE hash = ?").execute(arguments: [now.millis, presentedHash])
+            try db.cachedStatement(sql: "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (?, ?, ?)").execute(
                 arguments: [newHash, session.id.lowercased, now.millis]
             )
             return .rotated(session)
@@ -193,8 +184,7 @@ public final class SQLiteChatStore: ChatStore {
 
     public func revokeSession(id: UUID, now: Date) async throws {
         try await pool.write { db in
-            try db.execute(
-                sql: "UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            try db.cachedStatement(sql: "UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL").execute(
                 arguments: [now.millis, id.lowercased]
             )
         }
@@ -205,16 +195,16 @@ public final class SQLiteChatStore: ChatStore {
     public func findOrCreateDirectConversation(between a: UUID, and b: UUID, now: Date) async throws -> (Conversation, created: Bool) {
         let key = [a.lowercased, b.lowercased].sorted().joined(separator: ":")
         return try await pool.write { db in
-            if let id = try String.fetchOne(db, sql: "SELECT id FROM conversations WHERE direct_key = ?", arguments: [key]),
+            if let id = try String.fetchOne(db.cachedStatement(sql: "SELECT id FROM conversations WHERE direct_key = ?"), arguments: [key]),
                 let existing = try Self.conversation(db, id: id)
             {
                 return (existing, false)
             }
             let id = UUID.v7(now: now).lowercased
-            try db.execute(
-                sql: "INSERT INTO conversations (id, type, direct_key, created_at, updated_at) VALUES (?, 'direct', ?, ?, ?)",
-                arguments: [id, key, now.millis, now.millis]
-            )
+            try db.cachedStatement(sql: "INSERT INTO conversations (id, type, direct_key, created_at, updated_at) VALUES (?, 'direct', ?, ?, ?)")
+                .execute(
+                    arguments: [id, key, now.millis, now.millis]
+                )
             for user in [a, b] {
                 try Self.insertMember(db, conversationID: id, userID: user.lowercased, role: .member, now: now)
             }
@@ -225,8 +215,9 @@ public final class SQLiteChatStore: ChatStore {
 
     public func createGroup(id: UUID, name: String, ownerID: UUID, memberIDs: [UUID], passcodeHash: String?, now: Date) async throws -> Conversation {
         try await pool.write { db in
-            try db.execute(
-                sql: "INSERT INTO conversations (id, type, name, passcode_hash, created_at, updated_at) VALUES (?, 'group', ?, ?, ?, ?)",
+            try db.cachedStatement(
+                sql: "INSERT INTO conversations (id, type, name, passcode_hash, created_at, updated_at) VALUES (?, 'group', ?, ?, ?, ?)"
+            ).execute(
                 arguments: [id.lowercased, name, passcodeHash, now.millis, now.millis]
             )
             try Self.insertMember(db, conversationID: id.lowercased, userID: ownerID.lowercased, role: .owner, now: now)
@@ -245,11 +236,11 @@ public final class SQLiteChatStore: ChatStore {
     public func conversations(for userID: UUID, limit: Int) async throws -> [Conversation] {
         try await pool.read { db in
             let ids = try String.fetchAll(
-                db,
-                sql: """
-                    SELECT c.id FROM members m JOIN conversations c ON c.id = m.conversation_id
-                    WHERE m.user_id = ? ORDER BY c.updated_at DESC, c.id DESC LIMIT ?
-                    """,
+                db.cachedStatement(
+                    sql: """
+                        SELECT c.id FROM members m JOIN conversations c ON c.id = m.conversation_id
+                        WHERE m.user_id = ? ORDER BY c.updated_at DESC, c.id DESC LIMIT ?
+                        """),
                 arguments: [userID.lowercased, limit]
             )
             return try ids.compactMap { try Self.conversation(db, id: $0) }
@@ -259,8 +250,7 @@ public final class SQLiteChatStore: ChatStore {
     public func member(conversationID: UUID, userID: UUID) async throws -> Member? {
         try await pool.read { db in
             try Row.fetchOne(
-                db,
-                sql: "SELECT * FROM members WHERE conversation_id = ? AND user_id = ?",
+                db.cachedStatement(sql: "SELECT * FROM members WHERE conversation_id = ? AND user_id = ?"),
                 arguments: [conversationID.lowercased, userID.lowercased]
             ).map(Self.member)
         }
@@ -268,22 +258,24 @@ public final class SQLiteChatStore: ChatStore {
 
     public func memberIDs(conversationID: UUID) async throws -> [UUID] {
         try await pool.read { db in
-            try String.fetchAll(db, sql: "SELECT user_id FROM members WHERE conversation_id = ?", arguments: [conversationID.lowercased])
-                .map(Self.uuid)
+            try String.fetchAll(
+                db.cachedStatement(sql: "SELECT user_id FROM members WHERE conversation_id = ?"), arguments: [conversationID.lowercased]
+            )
+            .map(Self.uuid)
         }
     }
 
     public func contacts(of userID: UUID, maxGroupSize: Int, limit: Int) async throws -> [UUID] {
         try await pool.read { db in
             try String.fetchAll(
-                db,
-                sql: """
-                    SELECT DISTINCT other.user_id FROM members mine
-                    JOIN members other ON other.conversation_id = mine.conversation_id AND other.user_id != mine.user_id
-                    WHERE mine.user_id = ?
-                      AND (SELECT COUNT(*) FROM members n WHERE n.conversation_id = mine.conversation_id) <= ?
-                    LIMIT ?
-                    """,
+                db.cachedStatement(
+                    sql: """
+                        SELECT DISTINCT other.user_id FROM members mine
+                        JOIN members other ON other.conversation_id = mine.conversation_id AND other.user_id != mine.user_id
+                        WHERE mine.user_id = ?
+                          AND (SELECT COUNT(*) FROM members n WHERE n.conversation_id = mine.conversation_id) <= ?
+                        LIMIT ?
+                        """),
                 arguments: [userID.lowercased, maxGroupSize, limit]
             ).map(Self.uuid)
         }
@@ -291,17 +283,20 @@ public final class SQLiteChatStore: ChatStore {
 
     public func passcodeHash(conversationID: UUID) async throws -> String? {
         try await pool.read { db in
-            try String.fetchOne(db, sql: "SELECT passcode_hash FROM conversations WHERE id = ?", arguments: [conversationID.lowercased])
+            try String.fetchOne(
+                db.cachedStatement(sql: "SELECT passcode_hash FROM conversations WHERE id = ?"), arguments: [conversationID.lowercased])
         }
     }
 
     public func updateGroup(id: UUID, name: String?, passcodeHash: String??, now: Date) async throws -> Conversation? {
         try await pool.write { db in
             if let name {
-                try db.execute(sql: "UPDATE conversations SET name = ? WHERE id = ?", arguments: [name, id.lowercased])
+                try db.cachedStatement(sql: "UPDATE conversations SET name = ? WHERE id = ?").execute(arguments: [name, id.lowercased])
             }
             if let passcodeHash {
-                try db.execute(sql: "UPDATE conversations SET passcode_hash = ? WHERE id = ?", arguments: [passcodeHash, id.lowercased])
+                try db.cachedStatement(sql: "UPDATE conversations SET passcode_hash = ? WHERE id = ?").execute(arguments: [
+                    passcodeHash, id.lowercased,
+                ])
             }
             return try Self.conversation(db, id: id.lowercased)
         }
@@ -309,22 +304,25 @@ public final class SQLiteChatStore: ChatStore {
 
     public func deleteConversation(id: UUID) async throws {
         try await pool.write { db in
-            try db.execute(sql: "DELETE FROM conversations WHERE id = ?", arguments: [id.lowercased])
+            try db.cachedStatement(sql: "DELETE FROM conversations WHERE id = ?").execute(arguments: [id.lowercased])
         }
     }
 
     public func addMembers(conversationID: UUID, userIDs: [UUID], role: MemberRole, now: Date) async throws -> [UUID] {
         try await pool.write { db in
-            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM conversations WHERE id = ?", arguments: [conversationID.lowercased]) != nil else {
+            guard
+                try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM conversations WHERE id = ?"), arguments: [conversationID.lowercased]) != nil
+            else {
                 throw ParleyError.conversationNotFound
             }
             var added: [UUID] = []
             for user in userIDs {
-                try db.execute(
+                try db.cachedStatement(
                     sql: """
                         INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (?, ?, ?, ?)
                         ON CONFLICT (conversation_id, user_id) DO NOTHING
-                        """,
+                        """
+                ).execute(
                     arguments: [conversationID.lowercased, user.lowercased, role.rawValue, now.millis]
                 )
                 if db.changesCount > 0 { added.append(user) }
@@ -337,34 +335,31 @@ public final class SQLiteChatStore: ChatStore {
         let cid = conversationID.lowercased
         try await pool.write { db in
             let role = try String.fetchOne(
-                db,
-                sql: "DELETE FROM members WHERE conversation_id = ? AND user_id = ? RETURNING role",
+                db.cachedStatement(sql: "DELETE FROM members WHERE conversation_id = ? AND user_id = ? RETURNING role"),
                 arguments: [cid, userID.lowercased]
             )
             guard role == MemberRole.owner.rawValue else { return }
             let successor = try String.fetchOne(
-                db,
-                sql: """
-                    SELECT user_id FROM members WHERE conversation_id = ?
-                    ORDER BY CASE role WHEN 'admin' THEN 0 ELSE 1 END, joined_at, user_id LIMIT 1
-                    """,
+                db.cachedStatement(
+                    sql: """
+                        SELECT user_id FROM members WHERE conversation_id = ?
+                        ORDER BY CASE role WHEN 'admin' THEN 0 ELSE 1 END, joined_at, user_id LIMIT 1
+                        """),
                 arguments: [cid]
             )
             if let successor {
-                try db.execute(
-                    sql: "UPDATE members SET role = 'owner' WHERE conversation_id = ? AND user_id = ?",
+                try db.cachedStatement(sql: "UPDATE members SET role = 'owner' WHERE conversation_id = ? AND user_id = ?").execute(
                     arguments: [cid, successor]
                 )
             } else {
-                try db.execute(sql: "DELETE FROM conversations WHERE id = ?", arguments: [cid])
+                try db.cachedStatement(sql: "DELETE FROM conversations WHERE id = ?").execute(arguments: [cid])
             }
         }
     }
 
     public func setRole(conversationID: UUID, userID: UUID, role: MemberRole) async throws {
         try await pool.write { db in
-            try db.execute(
-                sql: "UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?",
+            try db.cachedStatement(sql: "UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?").execute(
                 arguments: [role.rawValue, conversationID.lowercased, userID.lowercased]
             )
         }
@@ -382,64 +377,101 @@ public final class SQLiteChatStore: ChatStore {
 
     /// One send inside the shared transaction, in its own savepoint so that one failing send
     /// does not undo the others.
-    static func append(_ request: SendRequest, db: Database) throws -> SendResult {
-        var result: SendResult?
-        try db.inSavepoint {
+    /// Writes one batch of sends inside the caller's transaction.
+    ///
+    /// Per message this costs one `INSERT OR IGNORE`; everything per conversation (membership,
+    /// the next seq, the new lastSeq, the senders' watermarks) is read or written once per batch.
+    /// Nothing is written for a request that fails (not a member), so no savepoints are needed: a
+    /// replayed clientMsgId hits the dedupe index, inserts nothing, and returns the original.
+    static func appendBatch(_ requests: [SendRequest], db: Database) throws -> [Result<SendResult, any Error>] {
+        struct ConversationState {
+            var members: [String]
+            var memberSet: Set<String>
+            var firstSeq: Int64
+            var lastSeq: Int64
+            var updatedAt: Int64 = 0
+            /// Highest seq each sender wrote in this batch.
+            var senderSeqs: [String: Int64] = [:]
+        }
+        var conversations: [String: ConversationState] = [:]
+        let insert = try db.cachedStatement(
+            sql: """
+                INSERT OR IGNORE INTO messages (conversation_id, seq, id, sender_id, body, client_msg_id, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """
+        )
+        var results: [Result<SendResult, any Error>] = []
+        results.reserveCapacity(requests.count)
+        for request in requests {
             let cid = request.conversationID.lowercased
             let sender = request.senderID.lowercased
-            guard
-                try Bool.fetchOne(db, sql: "SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ?", arguments: [cid, sender])
-                    != nil
-            else { throw ParleyError.conversationNotFound }
-            if let clientMsgID = request.clientMsgID,
-                let row = try Row.fetchOne(
-                    db,
-                    sql: "SELECT * FROM messages WHERE conversation_id = ? AND sender_id = ? AND client_msg_id = ?",
-                    arguments: [cid, sender, clientMsgID]
-                )
-            {
-                result = SendResult(message: message(row), replayed: true)
-                return .commit
+            if conversations[cid] == nil {
+                guard let lastSeq = try Int64.fetchOne(db.cachedStatement(sql: "SELECT last_seq FROM conversations WHERE id = ?"), arguments: [cid])
+                else {
+                    results.append(.failure(ParleyError.conversationNotFound))
+                    continue
+                }
+                let members = try String.fetchAll(db.cachedStatement(sql: "SELECT user_id FROM members WHERE conversation_id = ?"), arguments: [cid])
+                conversations[cid] = ConversationState(members: members, memberSet: Set(members), firstSeq: lastSeq, lastSeq: lastSeq)
             }
-            guard
-                let seq = try Int64.fetchOne(
-                    db,
-                    sql: "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ? WHERE id = ? RETURNING last_seq",
-                    arguments: [request.createdAt.millis, cid]
+            guard var state = conversations[cid], state.memberSet.contains(sender) else {
+                results.append(.failure(ParleyError.conversationNotFound))
+                continue
+            }
+            let seq = state.lastSeq + 1
+            let createdAt = request.createdAt.millis
+            try insert.execute(arguments: [cid, seq, request.messageID.lowercased, sender, request.body, request.clientMsgID, createdAt])
+            if db.changesCount == 0 {
+                // The dedupe index already holds this (sender, clientMsgId): a replay.
+                guard let clientMsgID = request.clientMsgID,
+                    let row = try Row.fetchOne(
+                        db.cachedStatement(sql: "SELECT * FROM messages WHERE conversation_id = ? AND sender_id = ? AND client_msg_id = ?"),
+                        arguments: [cid, sender, clientMsgID]
+                    )
+                else {
+                    results.append(.failure(ParleyError.internal(detail: "message insert was ignored without a duplicate")))
+                    continue
+                }
+                results.append(.success(SendResult(message: message(row), replayed: true)))
+                continue
+            }
+            state.lastSeq = seq
+            state.updatedAt = max(state.updatedAt, createdAt)
+            state.senderSeqs[sender] = seq
+            conversations[cid] = state
+            results.append(
+                .success(
+                    SendResult(
+                        message: Message(
+                            id: request.messageID,
+                            conversationID: request.conversationID,
+                            seq: seq,
+                            senderID: request.senderID,
+                            body: request.body,
+                            clientMsgID: request.clientMsgID,
+                            createdAt: request.createdAt.truncatedToMillis
+                        ),
+                        replayed: false,
+                        recipients: state.members.map(uuid)
+                    )
                 )
-            else { throw ParleyError.conversationNotFound }
-            try db.execute(
-                sql: """
-                    INSERT INTO messages (conversation_id, seq, id, sender_id, body, client_msg_id, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [cid, seq, request.messageID.lowercased, sender, request.body, request.clientMsgID, request.createdAt.millis]
             )
-            try db.execute(
-                sql: """
-                    UPDATE members SET read_seq = MAX(read_seq, ?), delivered_seq = MAX(delivered_seq, ?)
-                    WHERE conversation_id = ? AND user_id = ?
-                    """,
-                arguments: [seq, seq, cid, sender]
-            )
-            let recipients = try String.fetchAll(db, sql: "SELECT user_id FROM members WHERE conversation_id = ?", arguments: [cid])
-            result = SendResult(
-                message: Message(
-                    id: request.messageID,
-                    conversationID: request.conversationID,
-                    seq: seq,
-                    senderID: request.senderID,
-                    body: request.body,
-                    clientMsgID: request.clientMsgID,
-                    createdAt: request.createdAt.truncatedToMillis
-                ),
-                replayed: false,
-                recipients: recipients.map(uuid)
-            )
-            return .commit
         }
-        guard let result else { throw ParleyError.internal(detail: "send produced no result") }
-        return result
+        for (cid, state) in conversations where state.lastSeq > state.firstSeq {
+            try db.cachedStatement(sql: "UPDATE conversations SET last_seq = ?, updated_at = MAX(updated_at, ?) WHERE id = ?").execute(
+                arguments: [state.lastSeq, state.updatedAt, cid]
+            )
+            // A sender has read and received everything up to their own message.
+            for (sender, seq) in state.senderSeqs {
+                try db.cachedStatement(
+                    sql: """
+                        UPDATE members SET read_seq = MAX(read_seq, ?), delivered_seq = MAX(delivered_seq, ?)
+                        WHERE conversation_id = ? AND user_id = ?
+                        """
+                ).execute(arguments: [seq, seq, cid, sender])
+            }
+        }
+        return results
     }
 
     public func messages(conversationID: UUID, cursor: PageCursor, limit: Int) async throws -> MessagePage {
@@ -449,20 +481,17 @@ public final class SQLiteChatStore: ChatStore {
             switch cursor {
             case .latest:
                 rows = try Row.fetchAll(
-                    db,
-                    sql: "SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?",
+                    db.cachedStatement(sql: "SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?"),
                     arguments: [cid, limit + 1]
                 )
             case .before(let seq):
                 rows = try Row.fetchAll(
-                    db,
-                    sql: "SELECT * FROM messages WHERE conversation_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                    db.cachedStatement(sql: "SELECT * FROM messages WHERE conversation_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"),
                     arguments: [cid, seq, limit + 1]
                 )
             case .after(let seq):
                 rows = try Row.fetchAll(
-                    db,
-                    sql: "SELECT * FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
+                    db.cachedStatement(sql: "SELECT * FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq ASC LIMIT ?"),
                     arguments: [cid, seq, limit + 1]
                 )
             }
@@ -478,11 +507,11 @@ public final class SQLiteChatStore: ChatStore {
         return try await pool.write { db in
             guard
                 let row = try Row.fetchOne(
-                    db,
-                    sql: """
-                        SELECT m.read_seq, m.delivered_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
-                        WHERE m.conversation_id = ? AND m.user_id = ?
-                        """,
+                    db.cachedStatement(
+                        sql: """
+                            SELECT m.read_seq, m.delivered_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+                            WHERE m.conversation_id = ? AND m.user_id = ?
+                            """),
                     arguments: [cid, uid]
                 )
             else { throw ParleyError.conversationNotFound }
@@ -491,16 +520,16 @@ public final class SQLiteChatStore: ChatStore {
             guard target > current else { return WatermarkUpdate(value: current, advanced: false) }
             switch kind {
             case .read:
-                try db.execute(
+                try db.cachedStatement(
                     sql: """
                         UPDATE members SET read_seq = ?1, delivered_seq = MAX(delivered_seq, ?1)
                         WHERE conversation_id = ?2 AND user_id = ?3
-                        """,
+                        """
+                ).execute(
                     arguments: [target, cid, uid]
                 )
             case .delivered:
-                try db.execute(
-                    sql: "UPDATE members SET delivered_seq = ? WHERE conversation_id = ? AND user_id = ?",
+                try db.cachedStatement(sql: "UPDATE members SET delivered_seq = ? WHERE conversation_id = ? AND user_id = ?").execute(
                     arguments: [target, cid, uid]
                 )
             }

@@ -53,6 +53,55 @@ struct MessageConformanceTests {
         }
     }
 
+    @Test("one commit batch mixing conversations, a non-member, replays and a duplicate in the batch", arguments: StoreFactory.all)
+    func mixedBatch(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let alice = try await store.makeUser("alice")
+            let bob = try await store.makeUser("bob")
+            let mallory = try await store.makeUser("mallory")
+            let team = try await store.makeGroup(owner: alice, members: [bob])
+            let pair = try await store.makeGroup(owner: bob, name: "Pair")
+            let earlier = try await store.post("earlier", from: alice, to: team, clientMsgID: "e-1")
+            func request(_ body: String, _ sender: User, _ conversation: Conversation, _ clientMsgID: String?) -> SendRequest {
+                SendRequest(conversationID: conversation.id, senderID: sender.id, clientMsgID: clientMsgID, body: body)
+            }
+            // Enqueued back to back, so they share commits: each still gets its own outcome.
+            let promises = [
+                store.enqueueSend(request("one", alice, team, "b-1")),
+                store.enqueueSend(request("sneaky", mallory, team, "m-1")),
+                store.enqueueSend(request("two", bob, pair, "b-1")),
+                store.enqueueSend(request("earlier again", alice, team, "e-1")),
+                store.enqueueSend(request("three", bob, team, nil)),
+                store.enqueueSend(request("one again", alice, team, "b-1")),
+                store.enqueueSend(request("four", bob, pair, "b-2")),
+            ]
+            var outcomes: [Result<SendResult, any Error>] = []
+            for promise in promises {
+                do { outcomes.append(.success(try await promise.value)) } catch { outcomes.append(.failure(error)) }
+            }
+
+            #expect(try outcomes[0].get().message.seq == 2)
+            #expect(!(try outcomes[0].get().replayed))
+            #expect(Set(try outcomes[0].get().recipients) == [alice.id, bob.id])
+            #expect((outcomes[1].failureCode) == "conversation_not_found")
+            #expect(try outcomes[2].get().message.seq == 1)
+            #expect(try outcomes[3].get().replayed)
+            #expect(try outcomes[3].get().message == earlier.message)
+            #expect(try outcomes[4].get().message.seq == 3)
+            #expect(try outcomes[5].get().replayed)
+            #expect(try outcomes[5].get().message == outcomes[0].get().message)
+            #expect(try outcomes[6].get().message.seq == 2)
+
+            let teamPage = try await store.messages(conversationID: team.id, cursor: .after(0), limit: 10)
+            #expect(teamPage.messages.map(\.body) == ["earlier", "one", "three"])
+            #expect(try await store.conversation(id: team.id)?.lastSeq == 3)
+            #expect(try await store.conversation(id: pair.id)?.lastSeq == 2)
+            // Senders have read their own messages; others have not.
+            #expect(try await store.member(conversationID: team.id, userID: bob.id)?.readSeq == 3)
+            #expect(try await store.member(conversationID: team.id, userID: alice.id)?.readSeq == 2)
+        }
+    }
+
     @Test("200 concurrent sends from several users get seqs 1…200, no gap, no duplicate", arguments: StoreFactory.all)
     func concurrentSends(factory: StoreFactory) async throws {
         try await factory.with { store in
@@ -144,5 +193,13 @@ struct MessageConformanceTests {
                 try await store.advanceWatermark(.read, conversationID: group.id, userID: UUID(), to: 1)
             }
         }
+    }
+}
+
+extension Result where Failure == any Error {
+    /// The ParleyError code of a failure, nil for a success.
+    var failureCode: String? {
+        if case .failure(let error) = self { return (error as? ParleyError)?.code }
+        return nil
     }
 }

@@ -18,7 +18,7 @@ enum CloseCode {
 /// One authenticated WebSocket: its identity and a bounded queue of frames to write.
 ///
 /// Producers (bus deliveries, the socket's own replies) `enqueue` without waiting. The socket's
-/// writer task takes frames with `next()`. When the queue is full the client is not keeping up:
+/// writer task takes frames in batches with `nextBatch(max:)`. When the queue is full the client is not keeping up:
 /// the connection closes itself, so that one slow reader never holds up the others.
 final class Connection: Sendable {
     let id: UUID
@@ -29,7 +29,7 @@ final class Connection: Sendable {
 
     private struct State {
         var frames = Deque<String>()
-        var waiter: CheckedContinuation<String?, Never>?
+        var waiter: CheckedContinuation<[String]?, Never>?
         var closed = false
         /// Set by `close(code:reason:)`: the writer sends this close frame after the queued frames.
         var closeRequest: (code: UInt16, reason: String)?
@@ -49,7 +49,7 @@ final class Connection: Sendable {
     /// Queues a text frame; false if the connection is closed or just overflowed.
     @discardableResult
     func enqueue(_ text: String) -> Bool {
-        enum Outcome { case queued, handedOver(CheckedContinuation<String?, Never>), closed, overflow }
+        enum Outcome { case queued, handedOver(CheckedContinuation<[String]?, Never>), closed, overflow }
         let outcome: Outcome = state.withLock { state in
             if state.closed { return .closed }
             if let waiter = state.waiter {
@@ -67,7 +67,7 @@ final class Connection: Sendable {
         switch outcome {
         case .queued: return true
         case .handedOver(let waiter):
-            waiter.resume(returning: text)
+            waiter.resume(returning: [text])
             return true
         case .closed: return false
         case .overflow:
@@ -76,12 +76,18 @@ final class Connection: Sendable {
         }
     }
 
-    /// The next frame to write, or nil once the connection is closed (after a clean close, only once
-    /// the frames queued before it are written).
-    func next() async -> String? {
+    /// The frames queued so far (at least one, at most `max`), waiting for one if none is; nil once
+    /// the connection is closed (after a clean close, only once the frames queued before it are
+    /// taken). Taking frames in batches lets the writer flush once per batch, not once per frame.
+    func nextBatch(max: Int) async -> [String]? {
         await withCheckedContinuation { continuation in
-            let ready: String?? = state.withLock { state in
-                if let frame = state.frames.popFirst() { return .some(frame) }
+            let ready: [String]?? = state.withLock { state in
+                if !state.frames.isEmpty {
+                    let count = min(max, state.frames.count)
+                    let batch = Array(state.frames.prefix(count))
+                    state.frames.removeFirst(count)
+                    return .some(batch)
+                }
                 if state.closed { return .some(nil) }
                 state.waiter = continuation
                 return nil
@@ -96,7 +102,7 @@ final class Connection: Sendable {
     /// Closes cleanly: frames already queued are still written, then the writer sends a close frame
     /// with `code`. If the writer cannot get there within two seconds the channel is closed anyway.
     func close(code: UInt16, reason: String) {
-        let waiter: CheckedContinuation<String?, Never>? = state.withLock { state in
+        let waiter: CheckedContinuation<[String]?, Never>? = state.withLock { state in
             guard !state.closed else { return nil }
             state.closed = true
             state.closeRequest = (code, reason)
@@ -110,7 +116,7 @@ final class Connection: Sendable {
 
     /// Stops accepting frames and wakes the writer; frames already queued are dropped.
     func shutdown() {
-        let waiter: CheckedContinuation<String?, Never>? = state.withLock { state in
+        let waiter: CheckedContinuation<[String]?, Never>? = state.withLock { state in
             state.closed = true
             state.frames.removeAll()
             defer { state.waiter = nil }

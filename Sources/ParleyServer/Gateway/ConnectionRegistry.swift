@@ -22,6 +22,8 @@ final class ConnectionRegistry: Sendable {
 
     // Guarded by its Mutex.
     private let users = Mutex([UUID: UserEntry]())
+    /// Sockets registered, kept beside `users` so that counting them costs nothing.
+    private let total = Atomic<Int>(0)
     private let bus: any Bus
     private let logger: Logger
     private let changes: AsyncStream<SubscriptionChange>
@@ -64,6 +66,7 @@ final class ConnectionRegistry: Sendable {
     /// Adds a connection and returns once the node receives the user's events.
     func add(_ connection: Connection) async throws {
         let subscribed: Promise<Void> = users.withLock { users in
+            total.add(1, ordering: .relaxed)
             if var entry = users[connection.userID] {
                 entry.connections[connection.id] = connection
                 users[connection.userID] = entry
@@ -81,6 +84,7 @@ final class ConnectionRegistry: Sendable {
     func remove(_ connection: Connection) {
         users.withLock { users in
             guard var entry = users[connection.userID], entry.connections.removeValue(forKey: connection.id) != nil else { return }
+            total.subtract(1, ordering: .relaxed)
             if entry.connections.isEmpty {
                 users.removeValue(forKey: connection.userID)
                 changesContinuation.yield(.unsubscribe(connection.userID))
@@ -91,7 +95,7 @@ final class ConnectionRegistry: Sendable {
         connectionsGauge.record(count)
     }
 
-    var count: Int { users.withLock { $0.values.reduce(0) { $0 + $1.connections.count } } }
+    var count: Int { total.load(ordering: .relaxed) }
 
     var all: [Connection] { users.withLock { $0.values.flatMap { $0.connections.values } } }
 

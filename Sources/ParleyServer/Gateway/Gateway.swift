@@ -168,8 +168,21 @@ final class SocketSession: Sendable {
             ready.resolve(.failure(CancellationError()))
         }
         guard let connection else { return .writer }
-        while let frame = await withTaskCancellationHandler(operation: { await connection.next() }, onCancel: { connection.shutdown() }) {
-            try await outbound.write(.text(frame))
+        let channel = self.channel
+        while let batch = await withTaskCancellationHandler(operation: { await connection.nextBatch(max: 64) }, onCancel: { connection.shutdown() }) {
+            try Task.checkCancellation()
+            // Straight to the channel, one flush per batch. Waiting for the last write keeps the
+            // backpressure: while the peer does not read, frames pile up in the connection's bounded
+            // queue (which closes it when full), not in the channel.
+            try await channel.eventLoop.flatSubmit {
+                let written = channel.eventLoop.makePromise(of: Void.self)
+                for (index, text) in batch.enumerated() {
+                    let frame = WebSocketFrame(fin: true, opcode: .text, data: channel.allocator.buffer(string: text))
+                    channel.write(frame, promise: index == batch.count - 1 ? written : nil)
+                }
+                channel.flush()
+                return written.futureResult
+            }.get()
         }
         if let close = connection.requestedClose {
             // The peer may already be gone; there is nothing more to tell it then.
