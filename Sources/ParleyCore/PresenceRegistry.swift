@@ -3,49 +3,72 @@ import Synchronization
 
 /// Which users have at least one live connection, across all nodes.
 ///
-/// Adapters: `InMemoryPresenceRegistry` (one node) and, later, Redis with expiring keys refreshed
-/// by heartbeats, so a crashed node's users go offline by themselves.
+/// Every connection is held for `ttl` seconds and renewed by heartbeats, so when a node dies
+/// without saying goodbye its users go offline by themselves once their entries lapse.
+/// Adapters: `InMemoryPresenceRegistry` (one node) and `RedisPresenceRegistry` (cluster); both run
+/// `Tests/PortConformanceTests` unchanged.
 public protocol PresenceRegistry: Sendable {
-    /// Records a connection; true if the user had no other connection (just came online).
+    /// Records a connection; true if the user had no other live connection (just came online).
     func connect(userID: UUID, connectionID: UUID, now: Date) async throws -> Bool
-    /// Removes a connection; true if it was the user's last (just went offline).
+    /// Removes a connection; true if it was the user's last live one (just went offline).
     func disconnect(userID: UUID, connectionID: UUID, now: Date) async throws -> Bool
-    /// Keeps a connection alive.
-    func heartbeat(userID: UUID, connectionID: UUID, now: Date) async throws
+    /// Keeps connections alive for another `ttl` (re-adding any the registry lost, e.g. after a restart).
+    func heartbeat(_ connections: [PresenceConnection], now: Date) async throws
     /// Those of `userIDs` that are online.
     func online(_ userIDs: [UUID], now: Date) async throws -> Set<UUID>
 }
 
-public final class InMemoryPresenceRegistry: PresenceRegistry {
-    // Guarded by its Mutex.
-    private let connections = Mutex([UUID: Set<UUID>]())
+/// One socket of one user, as the presence registry knows it.
+public struct PresenceConnection: Sendable, Hashable {
+    public var userID: UUID
+    public var connectionID: UUID
 
-    public init() {}
+    public init(userID: UUID, connectionID: UUID) {
+        self.userID = userID
+        self.connectionID = connectionID
+    }
+}
+
+public final class InMemoryPresenceRegistry: PresenceRegistry {
+    /// Per user: connection id → when it lapses without a heartbeat. Guarded by its Mutex.
+    private let connections = Mutex([UUID: [UUID: Date]]())
+    private let ttl: TimeInterval
+
+    public init(ttl: TimeInterval = 30) {
+        self.ttl = ttl
+    }
 
     public func connect(userID: UUID, connectionID: UUID, now: Date) async throws -> Bool {
         connections.withLock { connections in
-            let wasOffline = connections[userID]?.isEmpty ?? true
-            connections[userID, default: []].insert(connectionID)
+            var live = (connections[userID] ?? [:]).filter { $0.value > now }
+            let wasOffline = live.isEmpty
+            live[connectionID] = now.addingTimeInterval(ttl)
+            connections[userID] = live
             return wasOffline
         }
     }
 
     public func disconnect(userID: UUID, connectionID: UUID, now: Date) async throws -> Bool {
         connections.withLock { connections in
-            guard var set = connections[userID], set.remove(connectionID) != nil else { return false }
-            if set.isEmpty {
-                connections.removeValue(forKey: userID)
-                return true
-            }
-            connections[userID] = set
-            return false
+            guard var live = connections[userID], live.removeValue(forKey: connectionID) != nil else { return false }
+            live = live.filter { $0.value > now }
+            connections[userID] = live.isEmpty ? nil : live
+            return live.isEmpty
         }
     }
 
-    public func heartbeat(userID: UUID, connectionID: UUID, now: Date) async throws {}
+    public func heartbeat(_ list: [PresenceConnection], now: Date) async throws {
+        connections.withLock { connections in
+            for connection in list {
+                connections[connection.userID, default: [:]][connection.connectionID] = now.addingTimeInterval(ttl)
+            }
+        }
+    }
 
     public func online(_ userIDs: [UUID], now: Date) async throws -> Set<UUID> {
-        connections.withLock { connections in Set(userIDs.filter { connections[$0] != nil }) }
+        connections.withLock { connections in
+            Set(userIDs.filter { connections[$0]?.values.contains { $0 > now } ?? false })
+        }
     }
 }
 

@@ -3,6 +3,8 @@ import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import ParleyCore
+import ParleyPostgres
+import ParleyRedis
 import ParleySQLite
 
 /// Builds a Parley node from its configuration: the store, auth, rate limiting, every route and
@@ -12,16 +14,14 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
     try configuration.validate()
     try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
 
-    let store = try SQLiteChatStore(
-        configuration: .init(path: configuration.databasePath, synchronousFull: configuration.sqliteSynchronousFull),
-        logger: logger
-    )
+    let adapters = try await Adapters.make(configuration: configuration, logger: logger)
+    let store = adapters.store
     let secret = try configuration.jwtSecret ?? JWTSecretFile.loadOrCreate(directory: configuration.dataDirectory, logger: logger)
     let tokens = try await JWTAccessTokens(secret: secret, lifetimeSeconds: configuration.accessTokenSeconds)
     let hasher = BcryptPasswordHasher(cost: configuration.bcryptCost)
-    let limiter = InMemoryRateLimiter()
-    let bus = InProcessBus()
-    let presenceRegistry = InMemoryPresenceRegistry()
+    let limiter = adapters.limiter
+    let bus = adapters.bus
+    let presenceRegistry = adapters.presence
     let allowedOrigins = Set(configuration.corsAllowedOrigins)
 
     let accounts = AccountService(
@@ -43,6 +43,8 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
     let presence = PresenceService(registry: presenceRegistry, store: store, bus: bus)
     let authenticator = Authenticator(tokens: tokens, store: store, csrf: OriginCheck(allowedOrigins: allowedOrigins))
     let registry = ConnectionRegistry(bus: bus, logger: logger)
+    var gatewaySettings = configuration.gateway
+    gatewaySettings.nodeID = configuration.nodeID
     try await bus.start { delivery in registry.deliver(delivery) }
     let gateway = Gateway(
         chat: chat,
@@ -52,7 +54,7 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
         limiter: limiter,
         sendPolicy: configuration.rateLimits.send,
         framePolicy: configuration.rateLimits.webSocketFrames,
-        settings: configuration.gateway,
+        settings: gatewaySettings,
         logger: logger
     )
 
@@ -76,7 +78,7 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
         )
     }
 
-    OperationsController(store: store).addRoutes(to: router)
+    OperationsController(nodeID: configuration.nodeID, checks: adapters.readinessChecks).addRoutes(to: router)
 
     let api = router.group("api/v1")
     AuthController(
@@ -139,6 +141,49 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
         ],
         logger: logger
     )
+}
+
+/// The node's adapters of the ports: embedded (SQLite and in-process) by default, PostgreSQL and
+/// Redis in cluster mode.
+struct Adapters {
+    var store: any ChatStore
+    var bus: any Bus
+    var presence: any PresenceRegistry
+    var limiter: any RateLimiter
+    /// What /ready checks, by name.
+    var readinessChecks: [(name: String, check: @Sendable () async throws -> Void)]
+
+    static func make(configuration: ParleyConfiguration, logger: Logger) async throws -> Adapters {
+        let store: any ChatStore
+        var checks: [(name: String, check: @Sendable () async throws -> Void)] = []
+        if configuration.store == "sqlite" {
+            let sqlite = try SQLiteChatStore(
+                configuration: .init(path: configuration.databasePath, synchronousFull: configuration.sqliteSynchronousFull),
+                logger: logger
+            )
+            store = sqlite
+            checks.append(("store", { try await sqlite.ping() }))
+        } else {
+            let postgres = try await PostgresChatStore(configuration: .init(url: configuration.store), logger: logger)
+            store = postgres
+            checks.append(("store", { try await postgres.ping() }))
+        }
+        guard let redisURL = configuration.redisURL else {
+            return Adapters(
+                store: store, bus: InProcessBus(), presence: InMemoryPresenceRegistry(), limiter: InMemoryRateLimiter(), readinessChecks: checks)
+        }
+        var redis = try RedisConfiguration(url: redisURL)
+        redis.clientName = "parley-" + configuration.nodeID.filter { $0.isLetter || $0.isNumber || $0 == "-" }
+        let client = RedisClient(configuration: redis, logger: logger)
+        checks.append(("redis", { try await client.command(["PING"]) }))
+        return Adapters(
+            store: store,
+            bus: RedisBus(configuration: redis, logger: logger),
+            presence: RedisPresenceRegistry(client: client),
+            limiter: RedisRateLimiter(client: client, logger: logger),
+            readinessChecks: checks
+        )
+    }
 }
 
 /// The embedded mode's access-token key: generated once (512 random bits) and kept, readable by

@@ -56,11 +56,19 @@ public struct ParleyConfiguration: Sendable {
         public var typingTTLSeconds = 6.0
         /// How often expired typing indicators are swept and presence heartbeats are sent.
         public var maintenanceIntervalSeconds = 1.0
+        /// Reported in `hello`; set from the node's id.
+        public var nodeID = ""
 
         public init() {}
     }
 
     public var host = "127.0.0.1"
+    /// `sqlite` (embedded, in the data directory) or a `postgres://` URL (cluster mode).
+    public var store = "sqlite"
+    /// A `redis://` URL: with it the bus, presence and rate limits are shared by every node.
+    public var redisURL: String?
+    /// This node's name in logs and readiness output.
+    public var nodeID = ProcessInfo.processInfo.hostName
     public var port = 8080
     /// Holds the SQLite database and the generated JWT key.
     public var dataDirectory = "./data"
@@ -90,6 +98,9 @@ public struct ParleyConfiguration: Sendable {
 
     public init() {}
 
+    /// Whether other nodes may share this node's users: then tokens must verify on every node.
+    public var isClustered: Bool { store != "sqlite" || redisURL != nil }
+
     var databasePath: String { (dataDirectory as NSString).appendingPathComponent("parley.sqlite") }
 
     /// Applies `PARLEY_*` variables over the current values. Unparsable values are reported, not ignored.
@@ -109,6 +120,9 @@ public struct ParleyConfiguration: Sendable {
             }
         }
         if let v = value("HOST") { host = v }
+        if let v = value("STORE") { store = v }
+        if let v = value("REDIS") { redisURL = v }
+        if let v = value("NODE_ID") { nodeID = v }
         if let v = try int("PORT") { port = v }
         if let v = value("DATA_DIR") { dataDirectory = v }
         if let v = value("SQLITE_SYNCHRONOUS") {
@@ -147,6 +161,13 @@ public struct ParleyConfiguration: Sendable {
     /// Rejects values that would make the node insecure or unable to work.
     public func validate() throws {
         guard (0...65535).contains(port) else { throw ConfigurationError("port must be 0–65535") }
+        guard store == "sqlite" || store.hasPrefix("postgres://") || store.hasPrefix("postgresql://") else {
+            throw ConfigurationError("store must be sqlite or a postgres:// URL")
+        }
+        if let redisURL, !redisURL.hasPrefix("redis://") { throw ConfigurationError("the Redis URL must start with redis://") }
+        if isClustered && jwtSecret == nil {
+            throw ConfigurationError("cluster mode (PostgreSQL or Redis) needs a JWT secret shared by every node: set PARLEY_JWT_SECRET")
+        }
         guard (4...31).contains(bcryptCost) else { throw ConfigurationError("bcrypt cost must be 4–31") }
         if let jwtSecret, jwtSecret.utf8.count < 32 {
             throw ConfigurationError("the JWT secret must be at least 32 bytes")

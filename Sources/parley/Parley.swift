@@ -16,7 +16,7 @@ struct Parley: AsyncParsableCommand {
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Serve the REST API (and, later, the WebSocket gateway and web client).",
+        abstract: "Serve the REST API, the WebSocket gateway and the web client.",
         discussion: "Every option can also be set with a PARLEY_* environment variable; flags win."
     )
 
@@ -32,6 +32,13 @@ struct Serve: AsyncParsableCommand {
     var maxMessageBytes: Int?
     @Option(name: .customLong("cors-origin"), help: "Allowed cross-origin origin; repeatable (PARLEY_CORS_ORIGINS, comma-separated).")
     var corsOrigins: [String] = []
+    @Option(help: "Where data lives: sqlite (embedded, under --data-dir) or postgres://user:pass@host:5432/db (PARLEY_STORE).")
+    var store: String?
+    @Option(
+        help: "Redis for cluster mode: redis://[:password@]host:6379[/db] (PARLEY_REDIS). Without it, bus, presence and rate limits are in-process.")
+    var redis: String?
+    @Option(name: .customLong("node-id"), help: "This node's name in logs and /ready (PARLEY_NODE_ID). Default: the host name.")
+    var nodeID: String?
     @Flag(name: .customLong("secure-cookies"), help: "Mark cookies Secure (behind TLS) (PARLEY_SECURE_COOKIES).") var secureCookies = false
     @Flag(name: .customLong("trust-proxy"), help: "Take the client IP from X-Real-IP / X-Forwarded-For (PARLEY_TRUST_PROXY).")
     var trustProxy = false
@@ -57,6 +64,9 @@ struct Serve: AsyncParsableCommand {
         if let bcryptCost { config.bcryptCost = bcryptCost }
         if let maxMessageBytes { config.limits.maxMessageBytes = maxMessageBytes }
         if !corsOrigins.isEmpty { config.corsAllowedOrigins = corsOrigins }
+        if let store { config.store = store }
+        if let redis { config.redisURL = redis }
+        if let nodeID { config.nodeID = nodeID }
         if secureCookies { config.secureCookies = true }
         if trustProxy { config.trustProxyHeaders = true }
         do {

@@ -1,5 +1,7 @@
 import Foundation
+import Logging
 import ParleyCore
+import ParleyRedis
 import Testing
 
 /// One adapter of the `Bus` port for the conformance suite: two nodes on the same bus (for the
@@ -15,7 +17,16 @@ public struct BusFactory: Sendable, CustomTestStringConvertible {
         return BusPair(publisher: bus, subscriber: bus) {}
     }
 
-    public static let all: [BusFactory] = [.inProcess]
+    /// Two nodes, each with its own `RedisBus`, on the server at `PARLEY_TEST_REDIS_URL` (a fresh key prefix per test).
+    public static let redis = BusFactory(name: "Redis") {
+        let configuration = try RedisFixtures.configuration()
+        let publisher = RedisBus(configuration: configuration, logger: .quiet)
+        let subscriber = RedisBus(configuration: configuration, logger: .quiet)
+        try await publisher.start { _ in }
+        return BusPair(publisher: publisher, subscriber: subscriber) { await publisher.shutdown() }
+    }
+
+    public static let all: [BusFactory] = TestEnvironment.redisURL == nil ? [.inProcess] : [.inProcess, .redis]
 }
 
 public struct BusPair: Sendable {

@@ -20,4 +20,8 @@ public struct TemporaryDirectory: Sendable {
 /// Whether integration suites must run rather than skip (`PARLEY_TEST_REQUIRE_ALL=1`, set by CI).
 public enum TestEnvironment {
     public static var requireAll: Bool { ProcessInfo.processInfo.environment["PARLEY_TEST_REQUIRE_ALL"] == "1" }
+    /// A PostgreSQL server for the store conformance suite, e.g. `postgres://parley:parley@127.0.0.1:5432/parley_test`.
+    public static var postgresURL: String? { ProcessInfo.processInfo.environment["PARLEY_TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 } }
+    /// A redis-server for the Redis client and the Redis adapters, e.g. `redis://127.0.0.1:6379`.
+    public static var redisURL: String? { ProcessInfo.processInfo.environment["PARLEY_TEST_REDIS_URL"].flatMap { $0.isEmpty ? nil : $0 } }
 }

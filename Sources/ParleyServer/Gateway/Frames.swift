@@ -21,6 +21,8 @@ enum ServerFrame {
         var userId: String
         var sessionId: String
         var heartbeatSeconds: Int
+        /// The node holding this socket (for operators and cluster tests).
+        var node: String
     }
 
     struct Ack: Encodable {

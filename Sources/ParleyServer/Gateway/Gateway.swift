@@ -119,7 +119,8 @@ final class SocketSession: Sendable {
                 ServerFrame.Hello(
                     userId: identity.userID.lowercased,
                     sessionId: identity.sessionID.lowercased,
-                    heartbeatSeconds: gateway.settings.heartbeatSeconds
+                    heartbeatSeconds: gateway.settings.heartbeatSeconds,
+                    node: gateway.settings.nodeID
                 )
             )
         )

@@ -10,15 +10,22 @@ struct GatewayService: Service {
     let presence: PresenceService
     let bus: any Bus
     let interval: Duration
+    /// Presence entries are renewed this often (well inside the registry's TTL).
+    var presenceHeartbeat: Duration = .seconds(10)
 
     func run() async throws {
         await withDiscardingTaskGroup { group in
             group.addTask { await registry.run() }
             group.addTask {
                 await cancelWhenGracefulShutdown {
+                    var lastHeartbeat = ContinuousClock.now
                     while !Task.isCancelled {
                         try? await Task.sleep(for: interval)
-                        await maintain()
+                        await chat.expireTyping(now: Date())
+                        if ContinuousClock.now - lastHeartbeat >= presenceHeartbeat {
+                            lastHeartbeat = ContinuousClock.now
+                            await heartbeat()
+                        }
                     }
                 }
                 registry.finish()
@@ -27,11 +34,10 @@ struct GatewayService: Service {
         await bus.shutdown()
     }
 
-    private func maintain() async {
-        let now = Date()
-        await chat.expireTyping(now: now)
-        for connection in registry.all {
-            try? await presence.registry.heartbeat(userID: connection.userID, connectionID: connection.id, now: now)
-        }
+    /// Renews every open socket's presence entry in one call (one round trip with Redis).
+    private func heartbeat() async {
+        let open = registry.all.map { PresenceConnection(userID: $0.userID, connectionID: $0.id) }
+        guard !open.isEmpty else { return }
+        try? await presence.registry.heartbeat(open, now: Date())
     }
 }

@@ -5,10 +5,13 @@ import ParleyCore
 
 /// Liveness, readiness, Prometheus metrics and the OpenAPI document.
 struct OperationsController {
-    let store: any ChatStore
+    let nodeID: String
+    /// Dependencies /ready checks: the store, and Redis in cluster mode.
+    let checks: [(name: String, check: @Sendable () async throws -> Void)]
 
     struct Status: Encodable {
         var status: String
+        var node: String?
         var checks: [String: String]?
     }
 
@@ -34,13 +37,40 @@ struct OperationsController {
         }
     }
 
+    /// 200 when every dependency answers within two seconds, else 503 naming the failing ones.
     @Sendable func ready(_ request: Request, context: ParleyRequestContext) async throws -> Response {
-        do {
-            try await store.ping()
-            return try APIJSON.response(Status(status: "ready", checks: ["store": "ok"]))
-        } catch {
-            context.logger.warning("readiness check failed", metadata: ["parley.error": "\(error)"])
-            return try APIJSON.response(Status(status: "unavailable", checks: ["store": "failing"]), status: .serviceUnavailable)
+        var results: [String: String] = [:]
+        await withTaskGroup(of: (String, String).self) { group in
+            for (name, check) in checks {
+                group.addTask {
+                    do {
+                        try await withTimeout(.seconds(2)) { try await check() }
+                        return (name, "ok")
+                    } catch {
+                        return (name, "failing")
+                    }
+                }
+            }
+            for await (name, result) in group { results[name] = result }
+        }
+        let failing = results.filter { $0.value != "ok" }
+        if failing.isEmpty {
+            return try APIJSON.response(Status(status: "ready", node: nodeID, checks: results))
+        }
+        context.logger.warning("readiness check failed", metadata: ["parley.failing": "\(failing.keys.sorted())"])
+        return try APIJSON.response(Status(status: "unavailable", node: nodeID, checks: results), status: .serviceUnavailable)
+    }
+
+    /// Runs `body`, giving up after `limit`.
+    private func withTimeout(_ limit: Duration, _ body: @escaping @Sendable () async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                throw ParleyError(.unavailable, code: "timeout", message: "Timed out.")
+            }
+            try await group.next()
+            group.cancelAll()
         }
     }
 

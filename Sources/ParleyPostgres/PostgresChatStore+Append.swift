@@ -1,0 +1,128 @@
+import Foundation
+import ParleyCore
+import PostgresNIO
+
+extension PostgresChatStore {
+    /// Writes one batch of sends inside the caller's transaction in a fixed number of round trips,
+    /// whatever the batch size:
+    ///
+    /// 1. lock the batch's conversations (`FOR UPDATE`, in id order: nodes never deadlock) and read
+    ///    their `last_seq`;
+    /// 2. read their members;
+    /// 3. look up the clientMsgIds already stored (replays);
+    /// 4. insert the new messages with `unnest` arrays;
+    /// 5. move each conversation's `last_seq` and the senders' own watermarks.
+    ///
+    /// Seqs are assigned here, under the row locks, so they stay gapless while several nodes write
+    /// to the same conversation. A request that fails (not a member) writes nothing.
+    static func appendBatch(_ requests: [SendRequest], on db: PostgresConnection) async throws -> [Result<SendResult, any Error>] {
+        let conversationIDs = Array(Set(requests.map(\.conversationID))).sorted { $0.uuidString < $1.uuidString }
+        var lastSeqs: [UUID: Int64] = [:]
+        for try await (id, lastSeq) in try await db.run(
+            "SELECT id, last_seq FROM conversations WHERE id = ANY(\(conversationIDs)) ORDER BY id FOR UPDATE"
+        ).decode((UUID, Int64).self) {
+            lastSeqs[id] = lastSeq
+        }
+        var members: [UUID: [UUID]] = [:]
+        for try await (conversation, user) in try await db.run(
+            "SELECT conversation_id, user_id FROM members WHERE conversation_id = ANY(\(Array(lastSeqs.keys)))"
+        ).decode((UUID, UUID).self) {
+            members[conversation, default: []].append(user)
+        }
+        let memberSets = members.mapValues(Set.init)
+
+        struct DedupeKey: Hashable {
+            var conversation: UUID
+            var sender: UUID
+            var clientMsgID: String
+        }
+        struct MemberKey: Hashable {
+            var conversation: UUID
+            var sender: UUID
+        }
+        var known: [DedupeKey: Message] = [:]
+        let keyed = requests.filter { $0.clientMsgID != nil && memberSets[$0.conversationID]?.contains($0.senderID) == true }
+        if !keyed.isEmpty {
+            let stored = try await db.messages(
+                """
+                SELECT \(unescaped: messageColumns("m")) FROM messages m
+                JOIN unnest(\(keyed.map(\.conversationID))::uuid[], \(keyed.map(\.senderID))::uuid[], \(keyed.map { $0.clientMsgID ?? "" })::text[])
+                  AS k(c, s, cm) ON m.conversation_id = k.c AND m.sender_id = k.s AND m.client_msg_id = k.cm
+                """
+            )
+            for message in stored {
+                if let clientMsgID = message.clientMsgID {
+                    known[DedupeKey(conversation: message.conversationID, sender: message.senderID, clientMsgID: clientMsgID)] = message
+                }
+            }
+        }
+
+        var results: [Result<SendResult, any Error>] = []
+        results.reserveCapacity(requests.count)
+        var inserts: [Message] = []
+        var newLastSeqs: [UUID: (seq: Int64, at: Int64)] = [:]
+        var senderSeqs: [MemberKey: Int64] = [:]  // highest seq each sender wrote in this batch
+        for request in requests {
+            guard let lastSeq = lastSeqs[request.conversationID], memberSets[request.conversationID]?.contains(request.senderID) == true else {
+                results.append(.failure(ParleyError.conversationNotFound))
+                continue
+            }
+            if let clientMsgID = request.clientMsgID,
+                let original = known[DedupeKey(conversation: request.conversationID, sender: request.senderID, clientMsgID: clientMsgID)]
+            {
+                results.append(.success(SendResult(message: original, replayed: true)))
+                continue
+            }
+            let seq = lastSeq + 1
+            lastSeqs[request.conversationID] = seq
+            let message = Message(
+                id: request.messageID,
+                conversationID: request.conversationID,
+                seq: seq,
+                senderID: request.senderID,
+                body: request.body,
+                clientMsgID: request.clientMsgID,
+                createdAt: request.createdAt.truncatedToMillis
+            )
+            if let clientMsgID = request.clientMsgID {
+                // A second send of the same clientMsgId later in this batch replays this one.
+                known[DedupeKey(conversation: request.conversationID, sender: request.senderID, clientMsgID: clientMsgID)] = message
+            }
+            inserts.append(message)
+            newLastSeqs[request.conversationID] = (seq, max(newLastSeqs[request.conversationID]?.at ?? 0, request.createdAt.millis))
+            senderSeqs[MemberKey(conversation: request.conversationID, sender: request.senderID)] = seq
+            results.append(.success(SendResult(message: message, replayed: false, recipients: members[request.conversationID] ?? [])))
+        }
+        guard !inserts.isEmpty else { return results }
+
+        try await db.execute(
+            """
+            INSERT INTO messages (conversation_id, seq, id, sender_id, body, client_msg_id, created_at)
+            SELECT c, s, i, u, b, CASE WHEN h THEN k END, t
+            FROM unnest(\(inserts.map(\.conversationID))::uuid[], \(inserts.map(\.seq))::bigint[], \(inserts.map(\.id))::uuid[],
+                        \(inserts.map(\.senderID))::uuid[], \(inserts.map(\.body))::text[], \(inserts.map { $0.clientMsgID != nil })::bool[],
+                        \(inserts.map { $0.clientMsgID ?? "" })::text[], \(inserts.map(\.createdAt.millis))::bigint[])
+              AS n(c, s, i, u, b, h, k, t)
+            """
+        )
+        let updated = Array(newLastSeqs)
+        try await db.execute(
+            """
+            UPDATE conversations c SET last_seq = n.seq, updated_at = GREATEST(c.updated_at, n.at)
+            FROM unnest(\(updated.map(\.key))::uuid[], \(updated.map(\.value.seq))::bigint[], \(updated.map(\.value.at))::bigint[]) AS n(id, seq, at)
+            WHERE c.id = n.id
+            """
+        )
+        // A sender has read and received everything up to their own message.
+        let senders = Array(senderSeqs)
+        try await db.execute(
+            """
+            UPDATE members m SET read_seq = GREATEST(m.read_seq, n.seq), delivered_seq = GREATEST(m.delivered_seq, n.seq)
+            FROM unnest(\(senders.map(\.key.conversation))::uuid[], \(senders.map(\.key.sender))::uuid[], \(senders.map(\.value))::bigint[])
+              AS n(c, u, seq)
+            WHERE m.conversation_id = n.c AND m.user_id = n.u
+            """
+        )
+        return results
+    }
+}

@@ -1,0 +1,488 @@
+import Foundation
+import Logging
+import ParleyCore
+import PostgresNIO
+
+/// The cluster `ChatStore`: PostgreSQL through postgres-nio's connection pool. Several Parley nodes
+/// share one database. Sends go through a `GroupCommitQueue` per node; each batch locks the rows of
+/// the conversations it writes (in id order, so two nodes never deadlock), which keeps every
+/// conversation's seq gapless across nodes.
+public final class PostgresChatStore: ChatStore {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        public var username: String
+        public var password: String?
+        public var database: String?
+        /// Pooled connections per node.
+        public var maxConnections: Int = 16
+        /// The schema Parley's tables live in (the connections' `search_path`); the user's default when nil.
+        public var schema: String?
+
+        public init(host: String, port: Int = 5432, username: String, password: String?, database: String?) {
+            self.host = host
+            self.port = port
+            self.username = username
+            self.password = password
+            self.database = database
+        }
+
+        /// Parses `postgres://user:password@host:port/database` (also `postgresql://`).
+        public init(url: String) throws {
+            guard let components = URLComponents(string: url), let scheme = components.scheme,
+                ["postgres", "postgresql"].contains(scheme.lowercased()), let host = components.host, !host.isEmpty
+            else {
+                throw ParleyError.invalid("A PostgreSQL URL looks like postgres://user:password@host:5432/database.")
+            }
+            self.init(
+                host: host,
+                port: components.port ?? 5432,
+                username: components.user?.removingPercentEncoding ?? "postgres",
+                password: components.password?.removingPercentEncoding,
+                database: components.path.count > 1 ? String(components.path.dropFirst()) : nil
+            )
+        }
+    }
+
+    let client: PostgresClient
+    private let runner: Task<Void, Never>
+    private let logger: Logger
+    private let sendQueue: GroupCommitQueue<SendRequest, SendResult>
+
+    /// Connects, starts the pool and migrates the schema. Throws if the database cannot be reached.
+    public init(configuration: Configuration, logger: Logger) async throws {
+        var config = PostgresClient.Configuration(
+            host: configuration.host,
+            port: configuration.port,
+            username: configuration.username,
+            password: configuration.password,
+            database: configuration.database,
+            tls: .disable
+        )
+        config.options.maximumConnections = configuration.maxConnections
+        config.options.connectTimeout = .seconds(5)
+        if let schema = configuration.schema {
+            config.options.additionalStartupParameters = [("search_path", schema)]
+        }
+        let client = PostgresClient(configuration: config, backgroundLogger: logger)
+        self.client = client
+        self.logger = logger
+        self.runner = Task { await client.run() }
+        self.sendQueue = GroupCommitQueue(name: "postgres_send") { requests in
+            do {
+                return try await client.withTransaction(logger: Self.silent) { connection in
+                    try await Self.appendBatch(requests, on: connection)
+                }
+            } catch {
+                throw Self.domainError(error)
+            }
+        }
+        do {
+            try await PostgresSchema.migrate(client, logger: logger)
+        } catch {
+            runner.cancel()
+            throw error
+        }
+        logger.info("PostgreSQL store ready", metadata: ["parley.postgres_host": "\(configuration.host):\(configuration.port)"])
+    }
+
+    deinit {
+        runner.cancel()
+    }
+
+    /// Closes the pool's connections.
+    public func close() {
+        runner.cancel()
+    }
+
+    /// Runs `body`, turning driver errors into domain errors.
+    private func guarded<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch {
+            throw Self.domainError(error)
+        }
+    }
+
+    private func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await guarded {
+            try await client.withTransaction(logger: Self.silent) { connection in try await body(connection) }
+        }
+    }
+
+    // MARK: Users
+
+    public func createUser(_ user: NewUser) async throws -> User {
+        try await transaction { db in
+            if try await db.first("SELECT 1 FROM users WHERE username = \(user.username)", as: Int32.self) != nil {
+                throw ParleyError.conflict("That username is taken.", code: "username_taken")
+            }
+            if try await db.first("SELECT 1 FROM users WHERE email = \(user.email)", as: Int32.self) != nil {
+                throw ParleyError.conflict("That email address is already registered.", code: "email_taken")
+            }
+            do {
+                try await db.execute(
+                    """
+                    INSERT INTO users (id, username, email, display_name, password_hash, created_at)
+                    VALUES (\(user.id), \(user.username), \(user.email), \(user.displayName), \(user.passwordHash), \(user.createdAt.millis))
+                    """
+                )
+            } catch  where Self.sqlState(error) == "23505" {
+                // Another node registered the same name between the check and the insert.
+                if Self.constraint(error)?.contains("email") == true {
+                    throw ParleyError.conflict("That email address is already registered.", code: "email_taken")
+                }
+                throw ParleyError.conflict("That username is taken.", code: "username_taken")
+            }
+        }
+        return User(
+            id: user.id, username: user.username, email: user.email, displayName: user.displayName, createdAt: user.createdAt.truncatedToMillis)
+    }
+
+    public func user(id: UUID) async throws -> User? {
+        try await guarded { try await client.users("SELECT \(unescaped: Self.userColumns) FROM users WHERE id = \(id)").first }
+    }
+
+    public func credentials(login: String) async throws -> UserCredentials? {
+        let column = login.contains("@") ? "email" : "username"
+        return try await guarded {
+            for try await row in try await client.run(
+                "SELECT \(unescaped: Self.userColumns), password_hash FROM users WHERE \(unescaped: column) = \(login.lowercased())"
+            ).decode((UUID, String, String, String, Int64, String).self) {
+                return UserCredentials(
+                    user: User(id: row.0, username: row.1, email: row.2, displayName: row.3, createdAt: Self.date(row.4)), passwordHash: row.5)
+            }
+            return nil
+        }
+    }
+
+    public func searchUsers(query: String, limit: Int) async throws -> [User] {
+        let pattern = Self.likePattern(query.lowercased())
+        let contains = "%" + pattern + "%"
+        let prefix = pattern + "%"
+        return try await guarded {
+            try await client.users(
+                """
+                SELECT \(unescaped: Self.userColumns) FROM users
+                WHERE username LIKE \(contains) OR lower(display_name) LIKE \(contains)
+                ORDER BY (username LIKE \(prefix)) DESC, username
+                LIMIT \(limit)
+                """
+            )
+        }
+    }
+
+    public func users(ids: [UUID]) async throws -> [User] {
+        guard !ids.isEmpty else { return [] }
+        return try await guarded { try await client.users("SELECT \(unescaped: Self.userColumns) FROM users WHERE id = ANY(\(ids))") }
+    }
+
+    public func setLastSeen(userID: UUID, at: Date) async throws {
+        try await guarded { try await client.execute("UPDATE users SET last_seen_at = \(at.millis) WHERE id = \(userID)") }
+    }
+
+    public func lastSeen(userIDs: [UUID]) async throws -> [UUID: Date] {
+        guard !userIDs.isEmpty else { return [:] }
+        return try await guarded {
+            var result: [UUID: Date] = [:]
+            for try await (id, millis) in try await client.run(
+                "SELECT id, last_seen_at FROM users WHERE last_seen_at IS NOT NULL AND id = ANY(\(userIDs))"
+            ).decode((UUID, Int64).self) {
+                result[id] = Self.date(millis)
+            }
+            return result
+        }
+    }
+
+    // MARK: Sessions
+
+    public func createSession(id: UUID, userID: UUID, refreshTokenHash: String, expiresAt: Date, now: Date) async throws -> Session {
+        try await transaction { db in
+            try await db.execute(
+                "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (\(id), \(userID), \(now.millis), \(expiresAt.millis))"
+            )
+            try await db.execute(
+                "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (\(refreshTokenHash), \(id), \(now.millis))"
+            )
+        }
+        return Session(id: id, userID: userID, createdAt: now.truncatedToMillis, expiresAt: expiresAt.truncatedToMillis, revokedAt: nil)
+    }
+
+    public func session(id: UUID) async throws -> Session? {
+        try await guarded {
+            try await client.sessions("SELECT id, user_id, created_at, expires_at, revoked_at FROM sessions WHERE id = \(id)").first
+        }
+    }
+
+    public func rotateRefreshToken(presentedHash: String, newHash: String, now: Date) async throws -> RefreshOutcome {
+        try await transaction { db in
+            // Lock the token row: two nodes presenting the same token cannot both rotate it.
+            guard
+                let spentAt = try await db.first(
+                    "SELECT spent_at FROM refresh_tokens WHERE hash = \(presentedHash) FOR UPDATE", as: Int64?.self)
+            else { return .invalid }
+            guard
+                let session = try await db.sessions(
+                    """
+                    SELECT s.id, s.user_id, s.created_at, s.expires_at, s.revoked_at FROM refresh_tokens t
+                    JOIN sessions s ON s.id = t.session_id WHERE t.hash = \(presentedHash)
+                    """
+                ).first, session.isActive(at: now)
+            else { return .invalid }
+            if spentAt != nil {
+                try await db.execute("UPDATE sessions SET revoked_at = \(now.millis) WHERE id = \(session.id)")
+                return .reused(session)
+            }
+            try await db.execute("UPDATE refresh_tokens SET spent_at = \(now.millis) WHERE hash = \(presentedHash)")
+            try await db.execute("INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (\(newHash), \(session.id), \(now.millis))")
+            return .rotated(session)
+        }
+    }
+
+    public func revokeSession(id: UUID, now: Date) async throws {
+        try await guarded {
+            try await client.execute("UPDATE sessions SET revoked_at = \(now.millis) WHERE id = \(id) AND revoked_at IS NULL")
+        }
+    }
+
+    // MARK: Conversations
+
+    public func findOrCreateDirectConversation(between a: UUID, and b: UUID, now: Date) async throws -> (Conversation, created: Bool) {
+        let key = [a.lowercased, b.lowercased].sorted().joined(separator: ":")
+        let id = UUID.v7(now: now)
+        let created = try await transaction { db -> Bool in
+            // ON CONFLICT waits for a concurrent creator on another node, then yields its row.
+            let inserted = try await db.first(
+                """
+                INSERT INTO conversations (id, type, direct_key, created_at, updated_at)
+                VALUES (\(id), 'direct', \(key), \(now.millis), \(now.millis))
+                ON CONFLICT (direct_key) DO NOTHING RETURNING id
+                """,
+                as: UUID.self
+            )
+            guard inserted != nil else { return false }
+            for user in [a, b] {
+                try await db.execute(
+                    "INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (\(id), \(user), 'member', \(now.millis))"
+                )
+            }
+            return true
+        }
+        let conversationID: UUID? =
+            created ? id : try await guarded { try await client.first("SELECT id FROM conversations WHERE direct_key = \(key)", as: UUID.self) }
+        guard let conversationID, let conversation = try await conversation(id: conversationID) else {
+            throw ParleyError.internal(detail: "direct conversation vanished")
+        }
+        return (conversation, created)
+    }
+
+    public func createGroup(id: UUID, name: String, ownerID: UUID, memberIDs: [UUID], passcodeHash: String?, now: Date) async throws -> Conversation {
+        try await transaction { db in
+            try await db.execute(
+                """
+                INSERT INTO conversations (id, type, name, passcode_hash, created_at, updated_at)
+                VALUES (\(id), 'group', \(name), \(passcodeHash), \(now.millis), \(now.millis))
+                """
+            )
+            try await db.execute("INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (\(id), \(ownerID), 'owner', \(now.millis))")
+            let others = memberIDs.filter { $0 != ownerID }
+            if !others.isEmpty {
+                try await db.execute(
+                    """
+                    INSERT INTO members (conversation_id, user_id, role, joined_at)
+                    SELECT \(id), u, 'member', \(now.millis) FROM unnest(\(others)::uuid[]) AS u ON CONFLICT DO NOTHING
+                    """
+                )
+            }
+            guard let created = try await db.conversations(ids: [id]).first else { throw ParleyError.internal(detail: "group vanished") }
+            return created
+        }
+    }
+
+    public func conversation(id: UUID) async throws -> Conversation? {
+        try await guarded { try await client.conversations(ids: [id]).first }
+    }
+
+    public func conversations(for userID: UUID, limit: Int) async throws -> [Conversation] {
+        try await guarded {
+            let ids = try await client.all(
+                """
+                SELECT c.id FROM members m JOIN conversations c ON c.id = m.conversation_id
+                WHERE m.user_id = \(userID) ORDER BY c.updated_at DESC, c.id DESC LIMIT \(limit)
+                """,
+                as: UUID.self
+            )
+            return try await client.conversations(ids: ids)
+        }
+    }
+
+    public func member(conversationID: UUID, userID: UUID) async throws -> Member? {
+        try await guarded {
+            for try await row in try await client.run(
+                """
+                SELECT user_id, role, read_seq, delivered_seq, joined_at FROM members
+                WHERE conversation_id = \(conversationID) AND user_id = \(userID)
+                """
+            ).decode((UUID, String, Int64, Int64, Int64).self) {
+                return Member(
+                    userID: row.0, role: MemberRole(rawValue: row.1) ?? .member, readSeq: row.2, deliveredSeq: row.3, joinedAt: Self.date(row.4))
+            }
+            return nil
+        }
+    }
+
+    public func memberIDs(conversationID: UUID) async throws -> [UUID] {
+        try await guarded { try await client.all("SELECT user_id FROM members WHERE conversation_id = \(conversationID)", as: UUID.self) }
+    }
+
+    public func contacts(of userID: UUID, maxGroupSize: Int, limit: Int) async throws -> [UUID] {
+        try await guarded {
+            try await client.all(
+                """
+                SELECT DISTINCT other.user_id FROM members mine
+                JOIN members other ON other.conversation_id = mine.conversation_id AND other.user_id <> mine.user_id
+                WHERE mine.user_id = \(userID)
+                  AND (SELECT COUNT(*) FROM members n WHERE n.conversation_id = mine.conversation_id) <= \(maxGroupSize)
+                LIMIT \(limit)
+                """,
+                as: UUID.self
+            )
+        }
+    }
+
+    public func passcodeHash(conversationID: UUID) async throws -> String? {
+        try await guarded {
+            try await client.first("SELECT passcode_hash FROM conversations WHERE id = \(conversationID)", as: String?.self) ?? nil
+        }
+    }
+
+    public func updateGroup(id: UUID, name: String?, passcodeHash: String??, now: Date) async throws -> Conversation? {
+        try await transaction { db in
+            if let name {
+                try await db.execute("UPDATE conversations SET name = \(name) WHERE id = \(id)")
+            }
+            if let passcodeHash {
+                try await db.execute("UPDATE conversations SET passcode_hash = \(passcodeHash) WHERE id = \(id)")
+            }
+            return try await db.conversations(ids: [id]).first
+        }
+    }
+
+    public func deleteConversation(id: UUID) async throws {
+        try await guarded { try await client.execute("DELETE FROM conversations WHERE id = \(id)") }
+    }
+
+    public func addMembers(conversationID: UUID, userIDs: [UUID], role: MemberRole, now: Date) async throws -> [UUID] {
+        try await transaction { db in
+            guard try await db.first("SELECT 1 FROM conversations WHERE id = \(conversationID)", as: Int32.self) != nil else {
+                throw ParleyError.conversationNotFound
+            }
+            let added = Set(
+                try await db.all(
+                    """
+                    INSERT INTO members (conversation_id, user_id, role, joined_at)
+                    SELECT \(conversationID), u, \(role.rawValue), \(now.millis) FROM unnest(\(userIDs)::uuid[]) AS u
+                    ON CONFLICT (conversation_id, user_id) DO NOTHING RETURNING user_id
+                    """,
+                    as: UUID.self
+                )
+            )
+            return userIDs.filter { added.contains($0) }
+        }
+    }
+
+    public func removeMember(conversationID: UUID, userID: UUID, now: Date) async throws {
+        try await transaction { db in
+            let role = try await db.first(
+                "DELETE FROM members WHERE conversation_id = \(conversationID) AND user_id = \(userID) RETURNING role", as: String.self)
+            guard role == MemberRole.owner.rawValue else { return }
+            let successor = try await db.first(
+                """
+                SELECT user_id FROM members WHERE conversation_id = \(conversationID)
+                ORDER BY CASE role WHEN 'admin' THEN 0 ELSE 1 END, joined_at, user_id LIMIT 1
+                """,
+                as: UUID.self
+            )
+            if let successor {
+                try await db.execute("UPDATE members SET role = 'owner' WHERE conversation_id = \(conversationID) AND user_id = \(successor)")
+            } else {
+                try await db.execute("DELETE FROM conversations WHERE id = \(conversationID)")
+            }
+        }
+    }
+
+    public func setRole(conversationID: UUID, userID: UUID, role: MemberRole) async throws {
+        try await guarded {
+            try await client.execute(
+                "UPDATE members SET role = \(role.rawValue) WHERE conversation_id = \(conversationID) AND user_id = \(userID)")
+        }
+    }
+
+    // MARK: Messages
+
+    public func enqueueSend(_ request: SendRequest) -> Promise<SendResult> {
+        sendQueue.enqueue(request)
+    }
+
+    public func setCommitListener(_ listener: @escaping @Sendable ([SendResult]) -> Void) {
+        sendQueue.setListener(listener)
+    }
+
+    public func messages(conversationID: UUID, cursor: PageCursor, limit: Int) async throws -> MessagePage {
+        let columns = Self.messageColumns("m")
+        let query: PostgresQuery
+        switch cursor {
+        case .latest:
+            query = "SELECT \(unescaped: columns) FROM messages m WHERE conversation_id = \(conversationID) ORDER BY seq DESC LIMIT \(limit + 1)"
+        case .before(let seq):
+            query = """
+                SELECT \(unescaped: columns) FROM messages m WHERE conversation_id = \(conversationID) AND seq < \(seq)
+                ORDER BY seq DESC LIMIT \(limit + 1)
+                """
+        case .after(let seq):
+            query = """
+                SELECT \(unescaped: columns) FROM messages m WHERE conversation_id = \(conversationID) AND seq > \(seq)
+                ORDER BY seq ASC LIMIT \(limit + 1)
+                """
+        }
+        let rows = try await guarded { try await client.messages(query) }
+        var messages = Array(rows.prefix(limit))
+        if case .after = cursor {} else { messages.reverse() }
+        return MessagePage(messages: messages, hasMore: rows.count > limit)
+    }
+
+    public func advanceWatermark(_ kind: Watermark, conversationID: UUID, userID: UUID, to seq: Int64) async throws -> WatermarkUpdate {
+        try await transaction { db in
+            var found: (read: Int64, delivered: Int64, last: Int64)?
+            for try await row in try await db.run(
+                """
+                SELECT m.read_seq, m.delivered_seq, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+                WHERE m.conversation_id = \(conversationID) AND m.user_id = \(userID) FOR UPDATE OF m
+                """
+            ).decode((Int64, Int64, Int64).self) {
+                found = row
+            }
+            guard let found else { throw ParleyError.conversationNotFound }
+            let target = min(seq, found.last)
+            let current = kind == .read ? found.read : found.delivered
+            guard target > current else { return WatermarkUpdate(value: current, advanced: false) }
+            switch kind {
+            case .read:
+                try await db.execute(
+                    """
+                    UPDATE members SET read_seq = \(target), delivered_seq = GREATEST(delivered_seq, \(target))
+                    WHERE conversation_id = \(conversationID) AND user_id = \(userID)
+                    """
+                )
+            case .delivered:
+                try await db.execute(
+                    "UPDATE members SET delivered_seq = \(target) WHERE conversation_id = \(conversationID) AND user_id = \(userID)")
+            }
+            return WatermarkUpdate(value: target, advanced: true)
+        }
+    }
+
+    public func ping() async throws {
+        try await guarded { _ = try await client.first("SELECT 1", as: Int32.self) }
+    }
+}

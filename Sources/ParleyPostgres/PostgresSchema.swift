@@ -1,0 +1,121 @@
+import Logging
+import PostgresNIO
+
+/// Versioned schema migrations for PostgreSQL, applied in order at start inside one transaction
+/// that holds an advisory lock, so several nodes starting together migrate exactly once.
+/// Never edit a shipped migration; add a new one.
+enum PostgresSchema {
+    struct Migration {
+        var version: Int
+        var name: String
+        var statements: [PostgresQuery]
+    }
+
+    /// Any constant shared by every Parley node; it names the advisory lock.
+    static let lockKey: Int64 = 0x7061_726C_6579
+
+    static let migrations: [Migration] = [
+        Migration(
+            version: 1,
+            name: "initial",
+            statements: [
+                """
+                CREATE TABLE users (
+                    id uuid PRIMARY KEY,
+                    username text NOT NULL UNIQUE,
+                    email text NOT NULL UNIQUE,
+                    display_name text NOT NULL,
+                    password_hash text NOT NULL,
+                    created_at bigint NOT NULL,
+                    last_seen_at bigint
+                )
+                """,
+                "CREATE INDEX users_display_name ON users (lower(display_name))",
+                """
+                CREATE TABLE sessions (
+                    id uuid PRIMARY KEY,
+                    user_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                    created_at bigint NOT NULL,
+                    expires_at bigint NOT NULL,
+                    revoked_at bigint
+                )
+                """,
+                "CREATE INDEX sessions_user ON sessions (user_id)",
+                """
+                CREATE TABLE refresh_tokens (
+                    hash text PRIMARY KEY,
+                    session_id uuid NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+                    created_at bigint NOT NULL,
+                    spent_at bigint
+                )
+                """,
+                "CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id)",
+                """
+                CREATE TABLE conversations (
+                    id uuid PRIMARY KEY,
+                    type text NOT NULL CHECK (type IN ('direct', 'group')),
+                    name text,
+                    direct_key text UNIQUE,
+                    passcode_hash text,
+                    last_seq bigint NOT NULL DEFAULT 0,
+                    created_at bigint NOT NULL,
+                    updated_at bigint NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE members (
+                    conversation_id uuid NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                    user_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                    role text NOT NULL CHECK (role IN ('owner', 'admin', 'member')),
+                    read_seq bigint NOT NULL DEFAULT 0,
+                    delivered_seq bigint NOT NULL DEFAULT 0,
+                    joined_at bigint NOT NULL,
+                    PRIMARY KEY (conversation_id, user_id)
+                )
+                """,
+                "CREATE INDEX members_user ON members (user_id)",
+                """
+                CREATE TABLE messages (
+                    conversation_id uuid NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                    seq bigint NOT NULL,
+                    id uuid NOT NULL UNIQUE,
+                    sender_id uuid NOT NULL,
+                    body text NOT NULL,
+                    client_msg_id text,
+                    created_at bigint NOT NULL,
+                    PRIMARY KEY (conversation_id, seq)
+                )
+                """,
+                """
+                CREATE UNIQUE INDEX messages_dedupe ON messages (conversation_id, sender_id, client_msg_id)
+                WHERE client_msg_id IS NOT NULL
+                """,
+            ]
+        )
+    ]
+
+    /// Applies every migration this database has not seen yet.
+    static func migrate(_ client: PostgresClient, logger: Logger) async throws {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(lockKey))", logger: logger)
+            try await connection.query(
+                "CREATE TABLE IF NOT EXISTS parley_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+                logger: logger
+            )
+            var applied: Set<Int> = []
+            for try await version in try await connection.query("SELECT version FROM parley_schema_migrations", logger: logger).decode(Int.self) {
+                applied.insert(version)
+            }
+            for migration in migrations where !applied.contains(migration.version) {
+                for statement in migration.statements {
+                    try await connection.query(statement, logger: logger)
+                }
+                try await connection.query(
+                    "INSERT INTO parley_schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))",
+                    logger: logger
+                )
+                logger.info("applied PostgreSQL migration", metadata: ["parley.migration": "\(migration.version)_\(migration.name)"])
+            }
+        }
+    }
+}

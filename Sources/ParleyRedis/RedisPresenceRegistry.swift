@@ -1,0 +1,132 @@
+import Foundation
+import Logging
+import ParleyCore
+
+/// Presence shared by every node: one sorted set per user in Redis, holding the user's connection
+/// ids scored by the time (ms) they lapse. Heartbeats push the score forward; a crashed node's
+/// connections simply stop being renewed and drop out once their score passes. Transitions are
+/// decided by Lua scripts, so two nodes connecting the same user at once cannot both (or neither)
+/// report "came online".
+public final class RedisPresenceRegistry: PresenceRegistry {
+    private let client: RedisClient
+    private let prefix: String
+    private let ttlMillis: Int64
+
+    static let connectScript = RedisScript(
+        """
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+        local before = redis.call('ZCARD', KEYS[1])
+        redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+        redis.call('PEXPIRE', KEYS[1], ARGV[4])
+        if before == 0 then return 1 else return 0 end
+        """
+    )
+
+    static let disconnectScript = RedisScript(
+        """
+        local removed = redis.call('ZREM', KEYS[1], ARGV[2])
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+        local left = redis.call('ZCARD', KEYS[1])
+        if removed == 1 and left == 0 then return 1 else return 0 end
+        """
+    )
+
+    public init(client: RedisClient, ttl: TimeInterval = 30) {
+        self.client = client
+        self.prefix = client.configuration.keyPrefix + "presence:"
+        self.ttlMillis = Int64(ttl * 1000)
+    }
+
+    private func key(_ userID: UUID) -> String { prefix + userID.lowercased }
+
+    public func connect(userID: UUID, connectionID: UUID, now: Date) async throws -> Bool {
+        let reply = try await client.evaluate(
+            Self.connectScript,
+            keys: [key(userID)],
+            arguments: [String(now.millis), String(now.millis + ttlMillis), connectionID.lowercased, String(ttlMillis)]
+        )
+        return reply.integer == 1
+    }
+
+    public func disconnect(userID: UUID, connectionID: UUID, now: Date) async throws -> Bool {
+        let reply = try await client.evaluate(
+            Self.disconnectScript, keys: [key(userID)], arguments: [String(now.millis), connectionID.lowercased])
+        return reply.integer == 1
+    }
+
+    public func heartbeat(_ connections: [PresenceConnection], now: Date) async throws {
+        let expiry = String(now.millis + ttlMillis)
+        var commands: [[String]] = []
+        commands.reserveCapacity(connections.count * 2)
+        for connection in connections {
+            commands.append(["ZADD", key(connection.userID), expiry, connection.connectionID.lowercased])
+            commands.append(["PEXPIRE", key(connection.userID), String(ttlMillis)])
+        }
+        for chunk in stride(from: 0, to: commands.count, by: 2_000) {
+            let replies = try await client.pipeline(Array(commands[chunk..<min(chunk + 2_000, commands.count)]))
+            if let failure = replies.first(where: { if case .error = $0 { true } else { false } }) { _ = try failure.orThrow() }
+        }
+    }
+
+    public func online(_ userIDs: [UUID], now: Date) async throws -> Set<UUID> {
+        guard !userIDs.isEmpty else { return [] }
+        let replies = try await client.pipeline(userIDs.map { ["ZCOUNT", key($0), "(" + String(now.millis), "+inf"] })
+        var online: Set<UUID> = []
+        for (user, reply) in zip(userIDs, replies) where (try reply.orThrow().integer ?? 0) > 0 {
+            online.insert(user)
+        }
+        return online
+    }
+}
+
+/// Token buckets shared by every node: one Redis hash per key, updated by a Lua script, so a burst
+/// spread over several nodes still gets exactly `burst` requests through. When Redis cannot be
+/// reached, the node falls back to its own in-memory buckets rather than failing every request.
+public final class RedisRateLimiter: RateLimiter {
+    private let client: RedisClient
+    private let prefix: String
+    private let fallback = InMemoryRateLimiter()
+    private let logger: Logger
+
+    static let script = RedisScript(
+        """
+        local burst = tonumber(ARGV[1])
+        local rate = tonumber(ARGV[2])
+        local now = tonumber(ARGV[3])
+        local bucket = redis.call('HMGET', KEYS[1], 't', 'u')
+        local tokens = tonumber(bucket[1]) or burst
+        local updated = tonumber(bucket[2]) or now
+        tokens = math.min(burst, tokens + math.max(0, now - updated) / 1000 * rate)
+        local wait = 0
+        if tokens >= 1 then
+            tokens = tokens - 1
+        else
+            wait = math.max(1, math.ceil((1 - tokens) / rate))
+        end
+        redis.call('HSET', KEYS[1], 't', tostring(tokens), 'u', tostring(now))
+        redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+        return wait
+        """
+    )
+
+    public init(client: RedisClient, logger: Logger) {
+        self.client = client
+        self.prefix = client.configuration.keyPrefix + "rate:"
+        self.logger = logger
+    }
+
+    public func acquire(_ key: String, policy: RateLimitPolicy, now: Date) async -> RateLimitDecision {
+        do {
+            let reply = try await client.evaluate(
+                Self.script,
+                keys: [prefix + policy.name + ":" + key],
+                arguments: [String(policy.burst), String(max(policy.perSecond, 0.000_001)), String(now.millis)]
+            )
+            guard let wait = reply.integer else { throw RedisError.unexpectedReply("\(reply)") }
+            return wait == 0 ? .allowed : .limited(retryAfterSeconds: Int(wait))
+        } catch {
+            logger.debug("Redis rate limiter unavailable; using local buckets", metadata: ["parley.error": "\(error)"])
+            return await fallback.acquire(key, policy: policy, now: now)
+        }
+    }
+}
