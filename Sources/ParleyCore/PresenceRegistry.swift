@@ -16,6 +16,10 @@ public protocol PresenceRegistry: Sendable {
     func heartbeat(_ connections: [PresenceConnection], now: Date) async throws
     /// Those of `userIDs` that are online.
     func online(_ userIDs: [UUID], now: Date) async throws -> Set<UUID>
+    /// Forgets connections whose heartbeats lapsed (their node died) and returns the users who are
+    /// offline because of it. Across all nodes, each such user is returned to exactly one caller,
+    /// which announces the transition.
+    func sweep(now: Date) async throws -> [UUID]
 }
 
 /// One socket of one user, as the presence registry knows it.
@@ -70,6 +74,18 @@ public final class InMemoryPresenceRegistry: PresenceRegistry {
             Set(userIDs.filter { connections[$0]?.values.contains { $0 > now } ?? false })
         }
     }
+
+    public func sweep(now: Date) async throws -> [UUID] {
+        connections.withLock { connections in
+            var offline: [UUID] = []
+            for (user, live) in connections where live.values.contains(where: { $0 <= now }) {
+                let remaining = live.filter { $0.value > now }
+                connections[user] = remaining.isEmpty ? nil : remaining
+                if remaining.isEmpty { offline.append(user) }
+            }
+            return offline
+        }
+    }
 }
 
 /// Online / offline transitions and their fan-out to the user's contacts.
@@ -98,6 +114,15 @@ public struct PresenceService: Sendable {
     public func disconnected(userID: UUID, connectionID: UUID, now: Date = .now) async throws {
         let now = now.truncatedToMillis
         if try await registry.disconnect(userID: userID, connectionID: connectionID, now: now) {
+            try await store.setLastSeen(userID: userID, at: now)
+            try await announce(Presence(userID: userID, status: .offline, lastSeenAt: now))
+        }
+    }
+
+    /// Announces users whose connections lapsed (a node died holding their sockets) as offline.
+    public func sweepLapsed(now: Date = .now) async throws {
+        let now = now.truncatedToMillis
+        for userID in try await registry.sweep(now: now) {
             try await store.setLastSeen(userID: userID, at: now)
             try await announce(Presence(userID: userID, status: .offline, lastSeenAt: now))
         }

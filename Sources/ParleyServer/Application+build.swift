@@ -136,7 +136,8 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
                 chat: chat,
                 presence: presence,
                 bus: bus,
-                interval: .seconds(configuration.gateway.maintenanceIntervalSeconds)
+                interval: .seconds(configuration.gateway.maintenanceIntervalSeconds),
+                presenceHeartbeat: .seconds(configuration.gateway.presenceTTLSeconds / 3)
             )
         ],
         logger: logger
@@ -170,7 +171,8 @@ struct Adapters {
         }
         guard let redisURL = configuration.redisURL else {
             return Adapters(
-                store: store, bus: InProcessBus(), presence: InMemoryPresenceRegistry(), limiter: InMemoryRateLimiter(), readinessChecks: checks)
+                store: store, bus: InProcessBus(), presence: InMemoryPresenceRegistry(ttl: configuration.gateway.presenceTTLSeconds),
+                limiter: InMemoryRateLimiter(), readinessChecks: checks)
         }
         var redis = try RedisConfiguration(url: redisURL)
         redis.clientName = "parley-" + configuration.nodeID.filter { $0.isLetter || $0.isNumber || $0 == "-" }
@@ -179,7 +181,7 @@ struct Adapters {
         return Adapters(
             store: store,
             bus: RedisBus(configuration: redis, logger: logger),
-            presence: RedisPresenceRegistry(client: client),
+            presence: RedisPresenceRegistry(client: client, ttl: configuration.gateway.presenceTTLSeconds),
             limiter: RedisRateLimiter(client: client, logger: logger),
             readinessChecks: checks
         )

@@ -56,6 +56,9 @@ public struct ParleyConfiguration: Sendable {
         public var typingTTLSeconds = 6.0
         /// How often expired typing indicators are swept and presence heartbeats are sent.
         public var maintenanceIntervalSeconds = 1.0
+        /// A socket counts as online this long after its last presence heartbeat (sent every third of
+        /// it): how long a crashed node's users still look online.
+        public var presenceTTLSeconds = 30.0
         /// Reported in `hello`; set from the node's id.
         public var nodeID = ""
 
@@ -156,6 +159,7 @@ public struct ParleyConfiguration: Sendable {
         if let v = try int("WS_MAX_FRAME_BYTES") { gateway.maxFrameBytes = v }
         if let v = try int("WS_QUEUE_LIMIT") { gateway.outboundQueueLimit = v }
         if let v = try int("WS_HEARTBEAT_SECONDS") { gateway.heartbeatSeconds = v }
+        if let v = try int("PRESENCE_TTL_SECONDS") { gateway.presenceTTLSeconds = Double(v) }
     }
 
     /// Rejects values that would make the node insecure or unable to work.
@@ -178,8 +182,11 @@ public struct ParleyConfiguration: Sendable {
         guard maxRequestBytes >= 1024, limits.maxMessageBytes >= 1, limits.maxMessageBytes < maxRequestBytes else {
             throw ConfigurationError("max request bytes must be ≥ 1024 and larger than the max message bytes")
         }
-        guard gateway.maxFrameBytes > limits.maxMessageBytes, gateway.outboundQueueLimit >= 16, gateway.heartbeatSeconds >= 1 else {
-            throw ConfigurationError("WebSocket: max frame bytes must exceed the max message bytes, queue limit ≥ 16, heartbeat ≥ 1 s")
+        guard gateway.maxFrameBytes > limits.maxMessageBytes, gateway.outboundQueueLimit >= 16, gateway.heartbeatSeconds >= 1,
+            gateway.presenceTTLSeconds >= 3
+        else {
+            throw ConfigurationError(
+                "WebSocket: max frame bytes must exceed the max message bytes, queue limit ≥ 16, heartbeat ≥ 1 s, presence TTL ≥ 3 s")
         }
     }
 }

@@ -44,6 +44,29 @@ struct PresenceConformanceTests {
         #expect(try await nodeB.connect(userID: crashed, connectionID: UUID(), now: later))
     }
 
+    @Test("lapsed connections are swept once: exactly one node reports each user offline", arguments: PresenceFactory.all)
+    func sweepOnce(factory: PresenceFactory) async throws {
+        let (nodeA, nodeB, teardown) = try await factory.make()
+        defer { teardown() }
+        let start = Date()
+        let ttl = PortFactories.presenceTTL
+        let crashed = [UUID(), UUID(), UUID()]
+        for user in crashed { _ = try await nodeA.connect(userID: user, connectionID: UUID(), now: start) }
+        // One user also has a live socket on the surviving node: not offline.
+        let alsoElsewhere = crashed[0]
+        let survivor = UUID()
+        _ = try await nodeB.connect(userID: alsoElsewhere, connectionID: survivor, now: start.addingTimeInterval(ttl * 0.5))
+        #expect(try await nodeB.sweep(now: start.addingTimeInterval(ttl * 0.5)).isEmpty, "nothing has lapsed yet")
+
+        let later = start.addingTimeInterval(ttl * 1.2)
+        async let a = nodeA.sweep(now: later)
+        async let b = nodeB.sweep(now: later)
+        let reported = try await a + b
+        #expect(reported.sorted { $0.uuidString < $1.uuidString } == [crashed[1], crashed[2]].sorted { $0.uuidString < $1.uuidString })
+        #expect(try await nodeA.sweep(now: later).isEmpty, "a second sweep finds nothing")
+        #expect(try await nodeA.online(crashed, now: later) == [alsoElsewhere])
+    }
+
     @Test("a heartbeat restores a connection the registry lost (e.g. a Redis restart)", arguments: PresenceFactory.all)
     func heartbeatRestores(factory: PresenceFactory) async throws {
         let (nodeA, nodeB, teardown) = try await factory.make()

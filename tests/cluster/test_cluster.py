@@ -29,6 +29,8 @@ def cluster(*args):
 
 @pytest.fixture(scope="module", autouse=True)
 def running_cluster():
+    # A short presence TTL so that a killed node's users lapse within the test.
+    os.environ["PARLEY_PRESENCE_TTL_SECONDS"] = "6"
     cluster("stop")
     cluster("start", "2")
     yield
@@ -167,12 +169,20 @@ async def scenario():
     assert bodies == [f"while you were away {i}" for i in range(20)], bodies
     assert [m["seq"] for m in got] == list(range(2, 22)), "exactly once, in seq order, no gap"
 
-    # Live delivery to bob's new socket works, and bob leaving shows alice an offline presence.
+    # Live delivery to bob's new socket works.
     await alice.send({"type": "send", "conversationId": conversation, "clientMsgId": "a-last", "body": "welcome back"})
     await bob_again.wait_for(lambda f: f.get("type") == "message" and f["message"]["body"] == "welcome back", what="live after failover")
+    # Bob leaves. His socket on the dead node was never closed, so he goes offline once that entry
+    # lapses (TTL 6 s here) and a surviving node sweeps it: alice hears it exactly once.
     await bob_again.close()
-    offline = await alice.wait_for(lambda f: f.get("type") == "presence" and f["userId"] == bob_id and f["status"] == "offline", what="offline")
+    offline = await alice.wait_for(
+        lambda f: f.get("type") == "presence" and f["userId"] == bob_id and f["status"] == "offline", timeout=20, what="offline")
     assert offline["lastSeenAt"]
+    await asyncio.sleep(3)
+    offline_events = [f for f in alice.frames if f.get("type") == "presence" and f["userId"] == bob_id and f["status"] == "offline"]
+    assert len(offline_events) == 1
+    presence = api("GET", f"/api/v1/presence?userIds={bob_id}", alice_token)
+    assert presence["presence"][0]["status"] == "offline"
     await alice.close()
 
     # The killed node comes back and serves again.

@@ -34,10 +34,13 @@ struct GatewayService: Service {
         await bus.shutdown()
     }
 
-    /// Renews every open socket's presence entry in one call (one round trip with Redis).
+    /// Renews every open socket's presence entry in one call (one round trip with Redis), then
+    /// announces users whose entries lapsed elsewhere (a node that died) as offline.
     private func heartbeat() async {
         let open = registry.all.map { PresenceConnection(userID: $0.userID, connectionID: $0.id) }
-        guard !open.isEmpty else { return }
-        try? await presence.registry.heartbeat(open, now: Date())
+        if !open.isEmpty {
+            try? await presence.registry.heartbeat(open, now: Date())
+        }
+        try? await presence.sweepLapsed()
     }
 }
