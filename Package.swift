@@ -105,6 +105,7 @@ let package = Package(
                 "ParleyServer",
                 "ParleyCore",
                 "ParleySQLite",
+                "ParleyPostgres",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ParleyCore
+import ParleyPostgres
 import ParleySQLite
 import ParleyServer
 
@@ -16,6 +17,8 @@ struct Seed: AsyncParsableCommand {
     )
 
     @Option(name: .customLong("data-dir"), help: "The node's data directory.") var dataDirectory = "./data"
+    @Option(help: "sqlite (in --data-dir) or the cluster's postgres:// URL (PARLEY_STORE); PostgreSQL needs PARLEY_JWT_SECRET.")
+    var store: String?
     @Option(help: "Number of users.") var users = 100
     @Option(help: "Conversation layout: direct (users paired off) or group (groups of --group-size).") var layout = "direct"
     @Option(name: .customLong("group-size"), help: "Members per group with --layout group.") var groupSize = 100
@@ -54,11 +57,22 @@ struct Seed: AsyncParsableCommand {
         var config = ParleyConfiguration()
         try config.apply(environment: ProcessInfo.processInfo.environment)
         config.dataDirectory = dataDirectory
-        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
-        let store = try SQLiteChatStore(
-            configuration: .init(path: (dataDirectory as NSString).appendingPathComponent("parley.sqlite"), synchronousFull: false),
-            logger: logger
-        )
+        if let store = self.store { config.store = store }
+        let store: any ChatStore
+        var sqlite: SQLiteChatStore?
+        if config.store == "sqlite" {
+            try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+            sqlite = try SQLiteChatStore(
+                configuration: .init(path: (dataDirectory as NSString).appendingPathComponent("parley.sqlite"), synchronousFull: false),
+                logger: logger
+            )
+            store = sqlite!
+        } else {
+            guard config.jwtSecret != nil, messagesPerConversation == 0 else {
+                throw ValidationError("seeding PostgreSQL needs the cluster's PARLEY_JWT_SECRET, and supports no --messages")
+            }
+            store = try await PostgresChatStore(configuration: .init(url: config.store), logger: logger)
+        }
         let secret = try config.jwtSecret ?? JWTSecretFile.loadOrCreate(directory: dataDirectory, logger: logger)
         let tokens = try await JWTAccessTokens(secret: secret, lifetimeSeconds: tokenHours * 3600)
         let password = "bench-password"
@@ -107,7 +121,7 @@ struct Seed: AsyncParsableCommand {
                 conversations.append(SeedConversation(id: group.id.lowercased, members: members, lastSeq: messagesPerConversation))
             }
         }
-        if messagesPerConversation > 0 {
+        if messagesPerConversation > 0, let store = sqlite {
             let filler = String(repeating: "lorem ipsum ", count: 6)
             for (number, conversation) in conversations.enumerated() {
                 try await store.seedHistory(
@@ -121,7 +135,8 @@ struct Seed: AsyncParsableCommand {
             }
             FileHandle.standardError.write(Data("\n".utf8))
         }
-        try store.close()
+        try sqlite?.close()
+        (store as? PostgresChatStore)?.close()
         let data = try JSONEncoder().encode(SeedFile(password: password, users: seeded, conversations: conversations))
         try data.write(to: URL(fileURLWithPath: out))
         let history = messagesPerConversation > 0 ? ", \(messagesPerConversation * conversations.count) messages" : ""
