@@ -57,8 +57,7 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
     /// Copied from `clockBox` when sending starts.
     private var clock = RunClock(start: 0, measureFrom: 0, stopSending: 0)
     let ready: EventLoopPromise<Void>
-    private var nextK = 0
-    private var timer: RepeatedTask?
+    private var schedule: OpenLoopSchedule?
     private var lastSeq: Int64 = 0
     private var pongs = 0
     private var seenSeqs: [UInt64] = []
@@ -116,7 +115,7 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
+        schedule?.cancel()
         ready.fail(ChannelError.ioOnClosedChannel)
         context.fireChannelInactive()
     }
@@ -131,35 +130,24 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
         let intervalNanos = UInt64(interval * 1e9)
         // Spread connections over the interval so that they do not all fire together.
         let offset = UInt64(plan.index % 997) * intervalNanos / 997
-        let firstAt = clock.start + offset
-        let tick = TimeAmount.nanoseconds(Int64(max(1_000_000, min(intervalNanos, 5_000_000))))
-        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: tick) { [weak self] _ in
-            guard let self, let context = self.context else { return }
-            self.sendDue(context: context, firstAt: firstAt, intervalNanos: intervalNanos)
+        let schedule = OpenLoopSchedule(firstAt: clock.start + offset, intervalNanos: intervalNanos, stopAt: clock.stopSending)
+        self.schedule = schedule
+        schedule.run(on: context.eventLoop) { [weak self] k, scheduled in
+            self?.send(k, scheduled: scheduled)
+        } flush: { [weak self] in
+            self?.context?.flush()
         }
     }
 
-    private func sendDue(context: ChannelHandlerContext, firstAt: UInt64, intervalNanos: UInt64) {
-        let now = uptimeNanos()
-        var wrote = false
-        while true {
-            let scheduled = firstAt + UInt64(nextK) * intervalNanos
-            guard scheduled <= now else { break }
-            guard scheduled < clock.stopSending else {
-                timer?.cancel()
-                break
-            }
-            let text =
-                #"{"type":"send","conversationId":"\#(plan.conversationID)","clientMsgId":"\#(plan.runID)-\#(plan.index)-\#(nextK)","body":"\#(plan.index)|\#(nextK)|\#(scheduled)|\#(padding)"}"#
-            var buffer = context.channel.allocator.buffer(capacity: text.utf8.count)
-            buffer.writeString(text)
-            context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: buffer)), promise: nil)
-            stats.recordSent(second: clock.second(scheduled))
-            progress.sent.add(1, ordering: .relaxed)
-            nextK += 1
-            wrote = true
-        }
-        if wrote { context.flush() }
+    private func send(_ k: Int, scheduled: UInt64) {
+        guard let context else { return }
+        let text =
+            #"{"type":"send","conversationId":"\#(plan.conversationID)","clientMsgId":"\#(plan.runID)-\#(plan.index)-\#(k)","body":"\#(plan.index)|\#(k)|\#(scheduled)|\#(padding)"}"#
+        var buffer = context.channel.allocator.buffer(capacity: text.utf8.count)
+        buffer.writeString(text)
+        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: buffer)), promise: nil)
+        stats.recordSent(second: clock.second(scheduled))
+        progress.sent.add(1, ordering: .relaxed)
     }
 
     private func handle(text: String, context: ChannelHandlerContext) {

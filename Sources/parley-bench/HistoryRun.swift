@@ -125,8 +125,7 @@ final class HistoryClient: ChannelInboundHandler, @unchecked Sendable {
     private var clock = RunClock(start: 0, measureFrom: 0, stopSending: 0)
     var stats: LoopStats!
     private var context: ChannelHandlerContext?
-    private var timer: RepeatedTask?
-    private var nextK = 0
+    private var schedule: OpenLoopSchedule?
     private var random = SystemRandomNumberGenerator()
     /// Requests written and not yet answered: (scheduled time, the `before` cursor).
     private var inFlight: [(scheduled: UInt64, before: Int)] = []
@@ -150,39 +149,29 @@ final class HistoryClient: ChannelInboundHandler, @unchecked Sendable {
     func start() {
         clock = clockBox.value
         guard let context else { return }
-        let firstAt = clock.start + UInt64(index % 997) * intervalNanos / 997
-        let tick = TimeAmount.nanoseconds(Int64(max(1_000_000, min(intervalNanos, 5_000_000))))
-        timer = context.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: tick) { [weak self] _ in
-            guard let self, let context = self.context else { return }
-            self.sendDue(context: context, firstAt: firstAt)
+        let schedule = OpenLoopSchedule(
+            firstAt: clock.start + UInt64(index % 997) * intervalNanos / 997, intervalNanos: intervalNanos, stopAt: clock.stopSending)
+        self.schedule = schedule
+        schedule.run(on: context.eventLoop) { [weak self] _, scheduled in
+            self?.request(scheduled: scheduled)
+        } flush: { [weak self] in
+            self?.context?.flush()
         }
     }
 
-    private func sendDue(context: ChannelHandlerContext, firstAt: UInt64) {
-        let now = uptimeNanos()
-        var wrote = false
-        while true {
-            let scheduled = firstAt + UInt64(nextK) * intervalNanos
-            guard scheduled <= now else { break }
-            guard scheduled < clock.stopSending else {
-                timer?.cancel()
-                break
-            }
-            // A random full page: before ∈ [limit + 1, lastSeq + 1].
-            let before = Int.random(in: (limit + 1)...max(limit + 1, reader.lastSeq + 1), using: &random)
-            var head = HTTPRequestHead(
-                version: .http1_1, method: .GET, uri: "/api/v1/conversations/\(reader.conversationID)/messages?before=\(before)&limit=\(limit)")
-            head.headers.add(name: "Host", value: host)
-            head.headers.add(name: "Authorization", value: "Bearer \(reader.token)")
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-            context.write(wrapOutboundOut(.end(nil)), promise: nil)
-            inFlight.append((scheduled, before))
-            stats.recordSent(second: clock.second(scheduled))
-            progress.sent.add(1, ordering: .relaxed)
-            nextK += 1
-            wrote = true
-        }
-        if wrote { context.flush() }
+    private func request(scheduled: UInt64) {
+        guard let context else { return }
+        // A random full page: before ∈ [limit + 1, lastSeq + 1].
+        let before = Int.random(in: (limit + 1)...max(limit + 1, reader.lastSeq + 1), using: &random)
+        var head = HTTPRequestHead(
+            version: .http1_1, method: .GET, uri: "/api/v1/conversations/\(reader.conversationID)/messages?before=\(before)&limit=\(limit)")
+        head.headers.add(name: "Host", value: host)
+        head.headers.add(name: "Authorization", value: "Bearer \(reader.token)")
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.end(nil)), promise: nil)
+        inFlight.append((scheduled, before))
+        stats.recordSent(second: clock.second(scheduled))
+        progress.sent.add(1, ordering: .relaxed)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -232,7 +221,7 @@ final class HistoryClient: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
+        schedule?.cancel()
         context.fireChannelInactive()
     }
 
