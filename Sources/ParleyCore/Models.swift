@@ -190,6 +190,15 @@ public struct SendRequest: Sendable {
     }
 }
 
+extension SendRequest {
+    /// The message this request becomes once the store has given it `seq` (times kept to the millisecond, as stored).
+    public func message(seq: Int64) -> Message {
+        Message(
+            id: messageID, conversationID: conversationID, seq: seq, senderID: senderID, body: body, clientMsgID: clientMsgID,
+            createdAt: createdAt.truncatedToMillis)
+    }
+}
+
 public struct SendResult: Sendable, Equatable {
     public var message: Message
     /// True when the clientMsgId had been seen: `message` is the original and nothing new was written.

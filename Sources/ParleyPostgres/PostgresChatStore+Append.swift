@@ -75,15 +75,7 @@ extension PostgresChatStore {
             }
             let seq = lastSeq + 1
             lastSeqs[request.conversationID] = seq
-            let message = Message(
-                id: request.messageID,
-                conversationID: request.conversationID,
-                seq: seq,
-                senderID: request.senderID,
-                body: request.body,
-                clientMsgID: request.clientMsgID,
-                createdAt: request.createdAt.truncatedToMillis
-            )
+            let message = request.message(seq: seq)
             if let clientMsgID = request.clientMsgID {
                 // A second send of the same clientMsgId later in this batch replays this one.
                 known[DedupeKey(conversation: request.conversationID, sender: request.senderID, clientMsgID: clientMsgID)] = message

@@ -442,15 +442,7 @@ public final class SQLiteChatStore: ChatStore {
             results.append(
                 .success(
                     SendResult(
-                        message: Message(
-                            id: request.messageID,
-                            conversationID: request.conversationID,
-                            seq: seq,
-                            senderID: request.senderID,
-                            body: request.body,
-                            clientMsgID: request.clientMsgID,
-                            createdAt: request.createdAt.truncatedToMillis
-                        ),
+                        message: request.message(seq: seq),
                         replayed: false,
                         recipients: state.members.map(uuid)
                     )

@@ -3,59 +3,64 @@ import ParleyCore
 import ParleyRedis
 import Testing
 
-/// Two nodes' view of one presence registry (the same instance in-process, two clients on one
-/// Redis in cluster mode), with a TTL of `PortFactories.presenceTTL` seconds.
-public struct PresenceFactory: Sendable, CustomTestStringConvertible {
+/// One adapter of a port as two nodes see it: the same instance for an in-process adapter (it is the
+/// whole cluster), two instances with their own Redis connections for the Redis adapter.
+public struct NodePairFactory<Port: Sendable>: Sendable, CustomTestStringConvertible {
+    public typealias Nodes = (nodeA: Port, nodeB: Port, teardown: @Sendable () -> Void)
     public let name: String
-    public let make: @Sendable () async throws -> (nodeA: any PresenceRegistry, nodeB: any PresenceRegistry, teardown: @Sendable () -> Void)
+    public let make: @Sendable () async throws -> Nodes
     public var testDescription: String { name }
 
-    public static let inMemory = PresenceFactory(name: "in-memory") {
-        let registry = InMemoryPresenceRegistry(ttl: PortFactories.presenceTTL)
-        return (registry, registry, {})
+    public init(name: String, make: @escaping @Sendable () async throws -> Nodes) {
+        self.name = name
+        self.make = make
     }
 
-    public static let redis = PresenceFactory(name: "Redis") {
-        let configuration = try RedisFixtures.configuration()
-        let a = RedisClient(configuration: configuration, logger: .quiet)
-        let b = RedisClient(configuration: configuration, logger: .quiet)
-        return (
-            RedisPresenceRegistry(client: a, ttl: PortFactories.presenceTTL), RedisPresenceRegistry(client: b, ttl: PortFactories.presenceTTL),
-            {
-                a.close()
-                b.close()
-            }
-        )
+    /// An in-process adapter: both nodes share `build()`'s one instance.
+    static func inProcess(_ build: @escaping @Sendable () -> Port) -> Self {
+        Self(name: "in-memory") {
+            let port = build()
+            return (port, port, {})
+        }
     }
 
-    public static let all: [PresenceFactory] = TestEnvironment.redisURL == nil ? [.inMemory] : [.inMemory, .redis]
+    /// A Redis adapter: each node gets its own client on the test server (a fresh key prefix per test).
+    static func redis(_ build: @escaping @Sendable (RedisClient) -> Port) -> Self {
+        Self(name: "Redis") {
+            let configuration = try RedisFixtures.configuration()
+            let a = RedisClient(configuration: configuration, logger: .quiet)
+            let b = RedisClient(configuration: configuration, logger: .quiet)
+            return (
+                build(a), build(b),
+                {
+                    a.close()
+                    b.close()
+                }
+            )
+        }
+    }
+
+    static func all(inProcess: Self, redis: Self) -> [Self] {
+        TestEnvironment.redisURL == nil ? [inProcess] : [inProcess, redis]
+    }
 }
 
-/// Two nodes' view of one rate limiter.
-public struct RateLimiterFactory: Sendable, CustomTestStringConvertible {
-    public let name: String
-    public let make: @Sendable () async throws -> (nodeA: any RateLimiter, nodeB: any RateLimiter, teardown: @Sendable () -> Void)
-    public var testDescription: String { name }
+public typealias PresenceFactory = NodePairFactory<any PresenceRegistry>
+public typealias RateLimiterFactory = NodePairFactory<any RateLimiter>
 
-    public static let inMemory = RateLimiterFactory(name: "in-memory") {
-        let limiter = InMemoryRateLimiter()
-        return (limiter, limiter, {})
-    }
-
-    public static let redis = RateLimiterFactory(name: "Redis") {
-        let configuration = try RedisFixtures.configuration()
-        let a = RedisClient(configuration: configuration, logger: .quiet)
-        let b = RedisClient(configuration: configuration, logger: .quiet)
-        return (
-            RedisRateLimiter(client: a, logger: .quiet), RedisRateLimiter(client: b, logger: .quiet),
-            {
-                a.close()
-                b.close()
-            }
+extension NodePairFactory where Port == any PresenceRegistry {
+    public static var all: [Self] {
+        all(
+            inProcess: .inProcess { InMemoryPresenceRegistry(ttl: PortFactories.presenceTTL) },
+            redis: .redis { RedisPresenceRegistry(client: $0, ttl: PortFactories.presenceTTL) }
         )
     }
+}
 
-    public static let all: [RateLimiterFactory] = TestEnvironment.redisURL == nil ? [.inMemory] : [.inMemory, .redis]
+extension NodePairFactory where Port == any RateLimiter {
+    public static var all: [Self] {
+        all(inProcess: .inProcess { InMemoryRateLimiter() }, redis: .redis { RedisRateLimiter(client: $0, logger: .quiet) })
+    }
 }
 
 public enum PortFactories {
