@@ -81,7 +81,7 @@ extension SQLiteChatStore {
 
     static func uuid(_ text: String) -> UUID {
         // Every id in the schema is written by this store from a UUID; a bad one is corruption.
-        UUID(uuidString: text) ?? UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        UUID(canonical: text) ?? UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
     }
 
     static func date(_ millis: Int64) -> Date {

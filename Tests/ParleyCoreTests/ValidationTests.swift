@@ -69,4 +69,21 @@ struct UUIDv7Tests {
         #expect(early.lowercased < late.lowercased)
         #expect(Set((0..<1000).map { _ in UUID.v7() }).count == 1000)
     }
+
+    @Test("ids format and parse like Foundation's, faster; anything but the canonical form is refused")
+    func textForm() {
+        for _ in 0..<1000 {
+            let id = UUID()
+            #expect(id.lowercased == id.uuidString.lowercased())
+            #expect(UUID(canonical: id.lowercased) == id)
+            #expect(UUID(canonical: id.uuidString) == id, "upper case is accepted too")
+        }
+        let good = UUID().lowercased
+        for bad in [
+            "", String(good.dropLast()), good + "0", good.replacingOccurrences(of: "-", with: ""), "g" + good.dropFirst(),
+            String(good.prefix(8)) + "_" + good.dropFirst(9), "{\(good)}",
+        ] {
+            #expect(UUID(canonical: bad) == nil, "\(bad)")
+        }
+    }
 }

@@ -43,8 +43,8 @@ public struct JWTAccessTokens: AccessTokenIssuer {
     func verify(_ token: String) async throws -> (userID: UUID, sessionID: UUID) {
         guard token.utf8.count <= 4096,
             let claims = try? await keys.verify(token, as: AccessClaims.self),
-            let user = UUID(uuidString: claims.sub.value),
-            let session = UUID(uuidString: claims.sid)
+            let user = UUID(canonical: claims.sub.value),
+            let session = UUID(canonical: claims.sid)
         else {
             throw ParleyError.unauthenticated("Access token is invalid or expired.", code: "invalid_token")
         }

@@ -352,7 +352,7 @@ final class SocketSession: Sendable {
         }
         for (key, after) in cursors.sorted(by: { $0.key < $1.key }) {
             do {
-                guard let conversationID = UUID(uuidString: key) else {
+                guard let conversationID = UUID(canonical: key) else {
                     throw ParleyError.invalid("Cursor keys must be conversation ids.", code: "invalid_id")
                 }
                 let page = try await gateway.chat.sync(
@@ -376,7 +376,7 @@ final class SocketSession: Sendable {
     }
 
     private static func conversationID(_ frame: ClientFrame) throws -> UUID {
-        guard let raw = frame.conversationId, let id = UUID(uuidString: raw) else {
+        guard let raw = frame.conversationId, let id = UUID(canonical: raw) else {
             throw ParleyError.invalid("conversationId must be a conversation id.", code: "invalid_frame")
         }
         return id

@@ -120,7 +120,7 @@ extension Request {
 extension Parameters {
     /// A path id; malformed ids are a 400 with a clear code rather than a router error.
     func uuid(_ name: String) throws -> UUID {
-        guard let raw = self.get(name), let id = UUID(uuidString: raw) else {
+        guard let raw = self.get(name), let id = UUID(canonical: raw) else {
             throw ParleyError.invalid("\(name) must be a UUID.", code: "invalid_id")
         }
         return id
