@@ -196,8 +196,8 @@ public struct ChatService: Sendable {
             throw ParleyError.invalid("before must be ≥ 1 and after ≥ 0.", code: "invalid_cursor")
         default: break
         }
-        try await requireMember(caller, conversationID)
-        return try await store.messages(conversationID: conversationID, cursor: cursor, limit: limit)
+        // The membership check and the page are one read of the store.
+        return try await store.messages(conversationID: conversationID, member: caller, cursor: cursor, limit: limit)
     }
 
     /// Moves the caller's read (or delivered) watermark forward. When it moves, every member

@@ -65,8 +65,9 @@ public protocol ChatStore: Sendable {
     func enqueueSend(_ request: SendRequest) -> Promise<SendResult>
     /// Sets the function told, in commit (and so seq) order, about every committed send, replays included.
     func setCommitListener(_ listener: @escaping @Sendable ([SendResult]) -> Void)
-    /// Messages in ascending seq order.
-    func messages(conversationID: UUID, cursor: PageCursor, limit: Int) async throws -> MessagePage
+    /// Messages in ascending seq order. With `member`, the page is read only if that user is a member
+    /// (checked in the same read), else `conversation_not_found` is thrown.
+    func messages(conversationID: UUID, member: UUID?, cursor: PageCursor, limit: Int) async throws -> MessagePage
     /// Moves a member's watermark forward (never back), clamped to the conversation's lastSeq.
     /// Moving `read` also moves `delivered` up to it.
     func advanceWatermark(_ kind: Watermark, conversationID: UUID, userID: UUID, to seq: Int64) async throws -> WatermarkUpdate
@@ -78,6 +79,11 @@ public protocol ChatStore: Sendable {
 }
 
 extension ChatStore {
+    /// Messages in ascending seq order, without a membership check.
+    public func messages(conversationID: UUID, cursor: PageCursor, limit: Int) async throws -> MessagePage {
+        try await messages(conversationID: conversationID, member: nil, cursor: cursor, limit: limit)
+    }
+
     /// Appends a message and waits for its commit.
     public func send(_ request: SendRequest) async throws -> SendResult {
         try await enqueueSend(request).value

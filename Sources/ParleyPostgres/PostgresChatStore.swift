@@ -428,7 +428,7 @@ public final class PostgresChatStore: ChatStore {
         sendQueue.setListener(listener)
     }
 
-    public func messages(conversationID: UUID, cursor: PageCursor, limit: Int) async throws -> MessagePage {
+    public func messages(conversationID: UUID, member: UUID?, cursor: PageCursor, limit: Int) async throws -> MessagePage {
         let columns = Self.messageColumns("m")
         let query: PostgresQuery
         switch cursor {
@@ -445,7 +445,16 @@ public final class PostgresChatStore: ChatStore {
                 ORDER BY seq ASC LIMIT \(limit + 1)
                 """
         }
-        let rows = try await guarded { try await client.messages(query) }
+        let rows = try await guarded {
+            try await client.withConnection { db in
+                if let member {
+                    let isMember = try await db.first(
+                        "SELECT 1 FROM members WHERE conversation_id = \(conversationID) AND user_id = \(member)", as: Int32.self)
+                    guard isMember != nil else { throw ParleyError.conversationNotFound }
+                }
+                return try await db.messages(query)
+            }
+        }
         var messages = Array(rows.prefix(limit))
         if case .after = cursor {} else { messages.reverse() }
         return MessagePage(messages: messages, hasMore: rows.count > limit)

@@ -466,9 +466,14 @@ public final class SQLiteChatStore: ChatStore {
         return results
     }
 
-    public func messages(conversationID: UUID, cursor: PageCursor, limit: Int) async throws -> MessagePage {
+    public func messages(conversationID: UUID, member: UUID?, cursor: PageCursor, limit: Int) async throws -> MessagePage {
         let cid = conversationID.lowercased
         return try await pool.read { db in
+            if let member {
+                let isMember = try Bool.fetchOne(
+                    db.cachedStatement(sql: "SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ?"), arguments: [cid, member.lowercased])
+                guard isMember != nil else { throw ParleyError.conversationNotFound }
+            }
             let rows: [Row]
             switch cursor {
             case .latest:

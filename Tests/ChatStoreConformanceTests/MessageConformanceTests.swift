@@ -194,6 +194,26 @@ struct MessageConformanceTests {
             }
         }
     }
+
+    @Test("a page read as a member checks membership in the same read; outsiders get not-found", arguments: StoreFactory.all)
+    func memberPage(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let alice = try await store.makeUser("alice")
+            let bob = try await store.makeUser("bob")
+            let mallory = try await store.makeUser("mallory")
+            let group = try await store.makeGroup(owner: alice, members: [bob])
+            for i in 1...3 { _ = try await store.post("m\(i)", from: alice, to: group) }
+            let page = try await store.messages(conversationID: group.id, member: bob.id, cursor: .latest, limit: 2)
+            #expect(page.messages.map(\.body) == ["m2", "m3"])
+            #expect(page.hasMore)
+            await expectParleyError("conversation_not_found") {
+                try await store.messages(conversationID: group.id, member: mallory.id, cursor: .latest, limit: 2)
+            }
+            await expectParleyError("conversation_not_found") {
+                try await store.messages(conversationID: UUID(), member: alice.id, cursor: .latest, limit: 2)
+            }
+        }
+    }
 }
 
 extension Result where Failure == any Error {
