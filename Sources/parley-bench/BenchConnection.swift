@@ -16,6 +16,8 @@ final class Progress: Sendable {
 /// What one connection does: who it is, where it sends, and at which rate.
 struct ConnectionPlan: Sendable {
     var index: Int
+    /// How many connections share the send schedule (their start offsets are spread over the interval).
+    var connections: Int
     var conversationID: String
     /// Seconds between two sends of this connection; nil for a connection that only listens.
     var interval: Double?
@@ -129,7 +131,7 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
         guard let interval = plan.interval else { return }
         let intervalNanos = UInt64(interval * 1e9)
         // Spread connections over the interval so that they do not all fire together.
-        let offset = UInt64(plan.index % 997) * intervalNanos / 997
+        let offset = OpenLoopSchedule.offset(index: plan.index, of: plan.connections, intervalNanos: intervalNanos)
         let schedule = OpenLoopSchedule(firstAt: clock.start + offset, intervalNanos: intervalNanos, stopAt: clock.stopSending)
         self.schedule = schedule
         schedule.run(on: context.eventLoop) { [weak self] k, scheduled in
@@ -171,7 +173,8 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
             let interval = plan.interval
         else { return }
         let intervalNanos = UInt64(interval * 1e9)
-        let scheduled = clock.start + UInt64(plan.index % 997) * intervalNanos / 997 + UInt64(k) * intervalNanos
+        let scheduled =
+            clock.start + OpenLoopSchedule.offset(index: plan.index, of: plan.connections, intervalNanos: intervalNanos) + UInt64(k) * intervalNanos
         stats.acked += 1
         progress.acked.add(1, ordering: .relaxed)
         if scheduled >= clock.measureFrom, now > scheduled {

@@ -52,7 +52,7 @@ struct ConnectRun {
                         do {
                             let (channel, handler) = try await Connector.connect(target: target, token: token, query: nil, group: group) { loop in
                                 BenchConnection(
-                                    plan: ConnectionPlan(index: i, conversationID: "", interval: nil, padding: 0, runID: ""),
+                                    plan: ConnectionPlan(index: i, connections: 1, conversationID: "", interval: nil, padding: 0, runID: ""),
                                     stats: board.stats(for: loop),
                                     progress: progress,
                                     clock: clockBox,

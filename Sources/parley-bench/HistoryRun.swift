@@ -37,7 +37,8 @@ struct HistoryRun {
         var channels: [(any Channel, HistoryClient)] = []
         for (index, reader) in readers.enumerated() {
             let client = HistoryClient(
-                index: index, reader: reader, host: "\(host):\(port)", limit: limit, intervalNanos: UInt64(interval * 1e9), progress: progress,
+                index: index, connections: readers.count, reader: reader, host: "\(host):\(port)", limit: limit,
+                intervalNanos: UInt64(interval * 1e9), progress: progress,
                 clock: clockBox)
             let channel = try await ClientBootstrap(group: group)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -116,6 +117,7 @@ final class HistoryClient: ChannelInboundHandler, @unchecked Sendable {
     typealias OutboundOut = HTTPClientRequestPart
 
     private let index: Int
+    private let connections: Int
     private let reader: HistoryRun.Reader
     private let host: String
     private let limit: Int
@@ -133,8 +135,11 @@ final class HistoryClient: ChannelInboundHandler, @unchecked Sendable {
     private var status: HTTPResponseStatus = .ok
     private var body: ByteBuffer?
 
-    init(index: Int, reader: HistoryRun.Reader, host: String, limit: Int, intervalNanos: UInt64, progress: Progress, clock: ClockBox) {
+    init(
+        index: Int, connections: Int, reader: HistoryRun.Reader, host: String, limit: Int, intervalNanos: UInt64, progress: Progress, clock: ClockBox
+    ) {
         self.index = index
+        self.connections = connections
         self.reader = reader
         self.host = host
         self.limit = limit
@@ -150,7 +155,8 @@ final class HistoryClient: ChannelInboundHandler, @unchecked Sendable {
         clock = clockBox.value
         guard let context else { return }
         let schedule = OpenLoopSchedule(
-            firstAt: clock.start + UInt64(index % 997) * intervalNanos / 997, intervalNanos: intervalNanos, stopAt: clock.stopSending)
+            firstAt: clock.start + OpenLoopSchedule.offset(index: index, of: connections, intervalNanos: intervalNanos), intervalNanos: intervalNanos,
+            stopAt: clock.stopSending)
         self.schedule = schedule
         schedule.run(on: context.eventLoop) { [weak self] _, scheduled in
             self?.request(scheduled: scheduled)

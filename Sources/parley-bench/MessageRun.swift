@@ -65,6 +65,7 @@ struct MessageRun {
                             BenchConnection(
                                 plan: ConnectionPlan(
                                     index: i,
+                                    connections: members.count,
                                     conversationID: member.conversationID,
                                     interval: member.sends ? interval : nil,
                                     padding: padding,

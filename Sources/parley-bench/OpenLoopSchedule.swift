@@ -18,6 +18,12 @@ final class OpenLoopSchedule: @unchecked Sendable {
         self.stopAt = stopAt
     }
 
+    /// Where connection `index` of `count` starts within the interval: spread evenly, so that the
+    /// connections together send at a steady rate instead of in bursts of `count`.
+    static func offset(index: Int, of count: Int, intervalNanos: UInt64) -> UInt64 {
+        UInt64(index % max(1, count)) * intervalNanos / UInt64(max(1, count))
+    }
+
     /// When slot `k` is due.
     func time(_ k: Int) -> UInt64 { firstAt + UInt64(k) * intervalNanos }
 
