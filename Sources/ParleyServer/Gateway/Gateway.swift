@@ -58,7 +58,7 @@ final class SocketSession: Sendable {
     }
 
     func run(inbound: WebSocketInboundStream, identity: Identity?) async throws {
-        let connection: Connection? = if let identity { try await open(identity) } else { nil }
+        let connection: Connection? = if let identity { try await inChildTask { try await self.open(identity) } } else { nil }
         // Whatever ends the socket (the peer, an overflow, a write error), the connection is torn down.
         var failure: (any Error)?
         do {
@@ -237,10 +237,22 @@ final class SocketSession: Sendable {
             if let connection {
                 await handle(frame, connection)
             } else {
-                connection = try await authenticate(frame)
+                connection = try await inChildTask { try await self.authenticate(frame) }
             }
         }
         return .reader
+    }
+
+    /// Runs `body` in a short-lived child task. A task keeps the high-water mark of its async stack
+    /// for as long as it lives, and a socket's reader lives for hours: deep one-off work (opening,
+    /// authenticating, syncing) runs in a child whose memory goes back when it ends. (Measured with
+    /// heaptrack: task stacks were ~27 KB of the ~45 KB an idle socket cost.)
+    private func inChildTask<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T.self) { group in
+            group.addTask { try await body() }
+            guard let result = try await group.next() else { throw CancellationError() }
+            return result
+        }
     }
 
     /// Replies before authentication go straight to the socket; after, through the queue.
@@ -295,7 +307,7 @@ final class SocketSession: Sendable {
                 guard let seq = frame.seq else { throw ParleyError.invalid("\(frame.type) needs a seq.", code: "invalid_frame") }
                 try await gateway.chat.advance(frame.type == "read" ? .read : .delivered, caller: userID, conversationID: conversationID, seq: seq)
             case "sync":
-                try await sync(frame, connection)
+                try await inChildTask { try await self.sync(frame, connection) }
             case "ping":
                 connection.enqueue(ServerFrame.encode(ServerFrame.Pong()))
             case "auth":
