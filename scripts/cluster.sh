@@ -7,6 +7,7 @@
 #   scripts/cluster.sh kill-node I   # SIGKILL node I (1-based), as a crash would
 #   scripts/cluster.sh start-node I  # start node I again
 #   scripts/cluster.sh restart-redis | restart-postgres   # bounce a dependency under the running nodes
+#   scripts/cluster.sh stop-redis | start-redis           # keep Redis down for a while
 #   scripts/cluster.sh stop
 #
 # PARLEY_BIN picks the binary (default: the release build if present, else the debug build).
@@ -111,6 +112,8 @@ case "${1:-}" in
   kill-node) kill -9 "$(cat "$dir/node$2/pid")"; rm -f "$dir/node$2/pid" ;;
   start-node) start_node "$2" ;;
   restart-redis) scripts/services.sh restart-redis ;;
+  stop-redis) scripts/services.sh stop-redis ;;
+  start-redis) scripts/services.sh start-redis ;;
   restart-postgres) scripts/services.sh restart-postgres ;;
-  *) echo "usage: $0 start [N] | status | kill-node I | start-node I | restart-redis | restart-postgres | stop" >&2; exit 2 ;;
+  *) echo "usage: $0 start [N] | status | kill-node I | start-node I | restart-redis | restart-postgres | stop-redis | start-redis | stop" >&2; exit 2 ;;
 esac

@@ -4,7 +4,7 @@
 #
 #   scripts/services.sh start   # prints the export lines for PARLEY_TEST_POSTGRES_URL / PARLEY_TEST_REDIS_URL
 #   scripts/services.sh stop
-#   scripts/services.sh restart-postgres | restart-redis   (used by the recovery tests)
+#   scripts/services.sh restart-postgres | restart-redis | stop-redis | start-redis   (recovery tests)
 #
 # PARLEY_SERVICES_DIR (default /tmp/parley-services), PARLEY_PG_PORT (55432), PARLEY_REDIS_PORT (56379).
 set -euo pipefail
@@ -74,8 +74,10 @@ case "${1:-start}" in
     stop_redis
     start_redis
     ;;
+  stop-redis) stop_redis ;;
+  start-redis) start_redis ;;
   *)
-    echo "usage: $0 start|stop|restart-postgres|restart-redis" >&2
+    echo "usage: $0 start|stop|restart-postgres|restart-redis|stop-redis|start-redis" >&2
     exit 2
     ;;
 esac

@@ -230,6 +230,21 @@ async def restarts():
 
     load = asyncio.create_task(sender())
     await asyncio.sleep(2)
+    # While Redis is down, a new socket for a user whose events are not yet routed to this node is
+    # refused with a retryable error frame and close 1013 ("try again later"), not a bare 1011.
+    cluster("stop-redis")
+    carol_id, carol_token = register("carol")
+    refused = await websockets.connect(WS, additional_headers={"Authorization": f"Bearer {carol_token}"})
+    frames = []
+    try:
+        while True:
+            frames.append(json.loads(await asyncio.wait_for(refused.recv(), 10)))
+    except websockets.ConnectionClosed as closed:
+        close_code = closed.rcvd.code if closed.rcvd else None
+    assert close_code == 1013, (close_code, frames)
+    assert frames and frames[-1]["type"] == "error" and frames[-1]["code"] == "bus_unavailable", frames
+    cluster("start-redis")
+    await asyncio.sleep(1)
     cluster("restart-redis")
     await asyncio.sleep(3)
     cluster("restart-postgres")
@@ -266,6 +281,9 @@ async def restarts():
     assert [m["seq"] for m in history] == list(range(1, 151))
     for cid, seq in acked.items():
         assert history[seq - 1]["clientMsgId"] == cid
+    # Carol can connect now that Redis is back.
+    carol = await Client(carol_token).connect()
+    await carol.close()
     # Live delivery works across nodes again after the Redis restart.
     bob = await on_other_node(bob_token, alice.node)
     await alice.send({"type": "send", "conversationId": conversation, "clientMsgId": "after-restarts", "body": "still here"})

@@ -13,6 +13,8 @@ enum CloseCode {
     static let sessionRevoked: UInt16 = 4001
     /// RFC 6455 policy violation: no or bad authentication, or frames far over the rate limit.
     static let policyViolation: UInt16 = 1008
+    /// RFC 6455 "try again later": a dependency of the node (Redis, the database) is down.
+    static let tryAgainLater: UInt16 = 1013
 }
 
 /// One authenticated WebSocket: its identity and a bounded queue of frames to write.

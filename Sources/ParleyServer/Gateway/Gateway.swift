@@ -58,7 +58,13 @@ final class SocketSession: Sendable {
     }
 
     func run(inbound: WebSocketInboundStream, identity: Identity?) async throws {
-        let connection: Connection? = if let identity { try await inChildTask { try await self.open(identity) } } else { nil }
+        let connection: Connection?
+        do {
+            connection = if let identity { try await inChildTask { try await self.open(identity) } } else { nil }
+        } catch let error as ParleyError where error.kind == .unavailable {
+            try await refuseForNow(error)
+            return
+        }
         // Whatever ends the socket (the peer, an overflow, a write error), the connection is torn down.
         var failure: (any Error)?
         do {
@@ -255,6 +261,14 @@ final class SocketSession: Sendable {
         }
     }
 
+    /// A dependency (Redis, the database) is down: say so with an `error` frame carrying the
+    /// retryable code, and close with 1013 "try again later", so clients back off and reconnect.
+    private func refuseForNow(_ error: ParleyError) async throws {
+        logger.warning("socket refused: a dependency is unavailable", metadata: ["parley.error": "\(error.code)"])
+        try? await outbound.write(.text(ServerFrame.error(error)))
+        try await outbound.close(WebSocketErrorCode(codeNumber: Int(CloseCode.tryAgainLater)), reason: "try again later")
+    }
+
     /// Replies before authentication go straight to the socket; after, through the queue.
     private func reply(_ frame: String, _ connection: Connection?) async throws {
         if let connection {
@@ -274,6 +288,9 @@ final class SocketSession: Sendable {
             do {
                 let identity = try await gateway.authenticator.authenticate(token: token, viaCookie: false)
                 return try await open(identity)
+            } catch let error as ParleyError where error.kind == .unavailable {
+                try await refuseForNow(error)
+                return nil
             } catch let error as ParleyError {
                 try await reply(ServerFrame.error(error), nil)
                 try await outbound.close(.policyViolation, reason: "authentication failed")
