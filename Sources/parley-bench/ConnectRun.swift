@@ -50,18 +50,10 @@ struct ConnectRun {
                     tasks.addTask {
                         let began = uptimeNanos()
                         do {
-                            let (channel, handler) = try await Connector.connect(target: target, token: token, query: nil, group: group) { loop in
-                                BenchConnection(
-                                    plan: ConnectionPlan(index: i, connections: 1, conversationID: "", interval: nil, padding: 0, runID: ""),
-                                    stats: board.stats(for: loop),
-                                    progress: progress,
-                                    clock: clockBox,
-                                    ready: loop.makePromise()
-                                )
-                            }
-                            channel.eventLoop.execute { handler.probe() }
-                            try await handler.ready.futureResult.get()
-                            progress.connected.add(1, ordering: .relaxed)
+                            let (channel, handler) = try await Connector.openProbed(
+                                target: target, token: token, query: nil, group: group,
+                                plan: ConnectionPlan(index: i, connections: 1, conversationID: "", interval: nil, padding: 0, runID: ""),
+                                board: board, progress: progress, clock: clockBox)
                             return .success((channel, handler, (uptimeNanos() - began) / 1000))
                         } catch {
                             return .failure(error)

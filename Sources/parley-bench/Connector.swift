@@ -80,4 +80,25 @@ enum Connector {
         case .refused: throw BenchError.upgradeRefused(-1)
         }
     }
+
+    /// Connects one bench socket with `plan`, probes it with a ping and returns once the pong is
+    /// back (the server has authenticated it and subscribed its user), counting it as connected.
+    static func openProbed(
+        target: Target,
+        token: String?,
+        query: String?,
+        group: any EventLoopGroup,
+        plan: ConnectionPlan,
+        board: StatsBoard,
+        progress: Progress,
+        clock: ClockBox
+    ) async throws -> (any Channel, BenchConnection) {
+        let (channel, handler) = try await connect(target: target, token: token, query: query, group: group) { loop in
+            BenchConnection(plan: plan, stats: board.stats(for: loop), progress: progress, clock: clock, ready: loop.makePromise())
+        }
+        channel.eventLoop.execute { handler.probe() }
+        try await handler.ready.futureResult.get()
+        progress.connected.add(1, ordering: .relaxed)
+        return (channel, handler)
+    }
 }

@@ -60,27 +60,17 @@ struct MessageRun {
             let opened = try await withThrowingTaskGroup(of: (any Channel, BenchConnection).self) { tasks in
                 for (i, member) in batch {
                     tasks.addTask {
-                        let (channel, handler) = try await Connector.connect(target: target, token: member.token, query: member.query, group: group) {
-                            loop in
-                            BenchConnection(
-                                plan: ConnectionPlan(
-                                    index: i,
-                                    connections: members.count,
-                                    conversationID: member.conversationID,
-                                    interval: member.sends ? interval : nil,
-                                    padding: padding,
-                                    runID: runID
-                                ),
-                                stats: board.stats(for: loop),
-                                progress: progress,
-                                clock: clockBox,
-                                ready: loop.makePromise()
-                            )
-                        }
-                        channel.eventLoop.execute { handler.probe() }
-                        try await handler.ready.futureResult.get()
-                        progress.connected.add(1, ordering: .relaxed)
-                        return (channel, handler)
+                        try await Connector.openProbed(
+                            target: target, token: member.token, query: member.query, group: group,
+                            plan: ConnectionPlan(
+                                index: i,
+                                connections: members.count,
+                                conversationID: member.conversationID,
+                                interval: member.sends ? interval : nil,
+                                padding: padding,
+                                runID: runID
+                            ),
+                            board: board, progress: progress, clock: clockBox)
                     }
                 }
                 return try await tasks.reduce(into: []) { $0.append($1) }

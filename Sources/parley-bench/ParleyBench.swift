@@ -10,6 +10,33 @@ struct ParleyBench: AsyncParsableCommand {
     )
 }
 
+/// What every scenario can do with its report and the server it measures.
+struct ReportOptions: ParsableArguments {
+    @Option(name: .customLong("server-pid"), help: "Sample this local process's CPU and RSS during the run.") var serverPID: Int32?
+    @Option(help: "Write the report as JSON to this file.") var json: String?
+    @Option(help: "Write the report as a self-contained HTML page with charts to this file.") var html: String?
+
+    /// Prints the summary and writes the files asked for.
+    func finish(_ report: some BenchReport) throws {
+        print(report.summary())
+        if let json { try report.json().write(to: URL(fileURLWithPath: json)) }
+        if let html { try Data(report.html().utf8).write(to: URL(fileURLWithPath: html)) }
+    }
+}
+
+/// A scenario's result: a text summary, JSON and a self-contained HTML page.
+protocol BenchReport {
+    func summary() -> String
+    func json() throws -> Data
+    func html() -> String
+}
+
+extension Report: BenchReport {
+    func html() -> String { HTMLReport.render(self) }
+}
+
+extension ConnectReport: BenchReport {}
+
 /// Options shared by the message scenarios.
 struct LoadOptions: ParsableArguments {
     @Option(help: "WebSocket URL of the server.") var url = "ws://127.0.0.1:8080/api/v1/ws"
@@ -17,9 +44,7 @@ struct LoadOptions: ParsableArguments {
     @Option(help: "Measured seconds, after the warm-up.") var duration = 10.0
     @Option(help: "Warm-up seconds, sent but left out of the latency figures.") var warmup = 2.0
     @Option(help: "Extra bytes of body per message (a ~60-byte body without it).") var padding = 40
-    @Option(name: .customLong("server-pid"), help: "Sample this local process's CPU and RSS during the run.") var serverPID: Int32?
-    @Option(help: "Write the report as JSON to this file.") var json: String?
-    @Option(help: "Write the report as a self-contained HTML page with charts to this file.") var html: String?
+    @OptionGroup var output: ReportOptions
 
     /// Runs the message load for `members` and prints / saves the report.
     func run(_ scenario: String, members: [MessageRun.Member]) async throws {
@@ -32,15 +57,9 @@ struct LoadOptions: ParsableArguments {
             warmup: warmup,
             duration: duration,
             padding: padding,
-            serverPID: serverPID
+            serverPID: output.serverPID
         ).run()
-        try finish(report)
-    }
-
-    func finish(_ report: Report) throws {
-        print(report.summary())
-        if let json { try report.json().write(to: URL(fileURLWithPath: json)) }
-        if let html { try Data(HTMLReport.render(report).utf8).write(to: URL(fileURLWithPath: html)) }
+        try output.finish(report)
     }
 }
 
@@ -125,19 +144,15 @@ struct Connect: AsyncParsableCommand {
     @Option(help: "Connections to open.") var connections = 1000
     @Option(help: "Seconds to hold them idle once all are open.") var hold = 10.0
     @Option(help: "Connection attempts in flight at once.") var concurrency = 100
-    @Option(name: .customLong("server-pid"), help: "Sample this local process's CPU and RSS during the run.") var serverPID: Int32?
-    @Option(help: "Write the report as JSON to this file.") var json: String?
-    @Option(help: "Write the report as a self-contained HTML page with charts to this file.") var html: String?
+    @OptionGroup var output: ReportOptions
 
     func run() async throws {
         let file = try JSONDecoder().decode(SeedFile.self, from: Data(contentsOf: URL(fileURLWithPath: seed)))
         guard !file.users.isEmpty, connections > 0, concurrency > 0 else { throw ValidationError("need seeded users and at least one connection") }
         let report = try await ConnectRun(
-            url: url, tokens: file.users.map(\.token), connections: connections, hold: hold, serverPID: serverPID, concurrency: concurrency
+            url: url, tokens: file.users.map(\.token), connections: connections, hold: hold, serverPID: output.serverPID, concurrency: concurrency
         ).run()
-        print(report.summary())
-        if let json { try report.json().write(to: URL(fileURLWithPath: json)) }
-        if let html { try Data(report.html().utf8).write(to: URL(fileURLWithPath: html)) }
+        try output.finish(report)
     }
 }
 
@@ -154,9 +169,7 @@ struct History: AsyncParsableCommand {
     @Option(help: "Measured seconds, after the warm-up.") var duration = 10.0
     @Option(help: "Warm-up seconds, left out of the latency figures.") var warmup = 2.0
     @Option(help: "Messages per page.") var limit = 50
-    @Option(name: .customLong("server-pid"), help: "Sample this local process's CPU and RSS during the run.") var serverPID: Int32?
-    @Option(help: "Write the report as JSON to this file.") var json: String?
-    @Option(help: "Write the report as a self-contained HTML page with charts to this file.") var html: String?
+    @OptionGroup var output: ReportOptions
 
     func run() async throws {
         raiseOpenFileLimit()
@@ -172,10 +185,8 @@ struct History: AsyncParsableCommand {
                 token: file.users[conversation.members[0]].token, conversationID: conversation.id, lastSeq: conversation.lastSeq ?? 0)
         }
         let report = try await HistoryRun(
-            baseURL: url, readers: readers, rate: rate, warmup: warmup, duration: duration, limit: limit, serverPID: serverPID
+            baseURL: url, readers: readers, rate: rate, warmup: warmup, duration: duration, limit: limit, serverPID: output.serverPID
         ).run()
-        print(report.summary())
-        if let json { try report.json().write(to: URL(fileURLWithPath: json)) }
-        if let html { try Data(HTMLReport.render(report).utf8).write(to: URL(fileURLWithPath: html)) }
+        try output.finish(report)
     }
 }
