@@ -27,10 +27,14 @@ public final class RedisBus: Bus {
         var flushing = false
     }
 
-    private struct Envelope: Codable {
+    /// What a shard channel carries: `{"r":[recipient ids],"e":event}`.
+    private struct Envelope: Decodable {
         var r: [UUID]
         var e: ChatEvent
     }
+
+    private static let encoder = JSONEncoder()
+    private static let decoder = JSONDecoder()
 
     private let publisher: RedisClient
     private let subscriber: RedisSubscriber
@@ -69,10 +73,13 @@ public final class RedisBus: Bus {
         guard !recipients.isEmpty else { return }
         var byShard: [Int: [UUID]] = [:]
         for recipient in recipients { byShard[Self.shard(of: recipient), default: []].append(recipient) }
+        // The event is encoded once; each shard's payload only adds its own recipients around it.
+        guard let encoded = try? Self.encoder.encode(event) else { return }
+        let eventJSON = String(decoding: encoded, as: UTF8.self)
         var commands: [[String]] = []
         for (shard, users) in byShard.sorted(by: { $0.key < $1.key }) {
-            guard let data = try? JSONEncoder().encode(Envelope(r: users, e: event)) else { continue }
-            commands.append(["PUBLISH", channel(shard), String(decoding: data, as: UTF8.self)])
+            let recipients = users.map { "\"" + $0.lowercased + "\"" }.joined(separator: ",")
+            commands.append(["PUBLISH", channel(shard), #"{"r":["# + recipients + #"],"e":"# + eventJSON + "}"])
         }
         let startFlush = state.withLock { state in
             state.outbox.append(contentsOf: commands)
@@ -141,7 +148,7 @@ public final class RedisBus: Bus {
     }
 
     private func received(channel: String, payload: [UInt8]) {
-        guard let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(payload)) else {
+        guard let envelope = try? Self.decoder.decode(Envelope.self, from: Data(payload)) else {
             logger.warning("undecodable bus message", metadata: ["parley.channel": "\(channel)"])
             return
         }

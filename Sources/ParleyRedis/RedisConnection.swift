@@ -53,14 +53,16 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// One request on its way to the server: the encoded command and who waits for its reply.
+/// One write on its way to the server: the encoded commands and who waits for their replies.
 struct RedisRequest: Sendable {
+    /// One or more encoded commands.
     var bytes: [UInt8]
-    var promise: EventLoopPromise<RESPValue>?
+    /// One promise per command that expects a reply, in command order.
+    var replies: [EventLoopPromise<RESPValue>]
 }
 
 /// The NIO shell around `RESPParser`. Requests are pipelined: each outbound write queues its
-/// promise, and replies, which Redis sends in request order, complete them first-in first-out. In
+/// promises, and replies, which Redis sends in request order, complete them first-in first-out. In
 /// push mode (pub/sub) every inbound value goes to `onPush` instead.
 final class RedisChannelHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
@@ -77,11 +79,7 @@ final class RedisChannelHandler: ChannelDuplexHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
-        if let reply = request.promise { waiting.append(reply) }
-        if request.bytes.isEmpty {
-            promise?.succeed(())
-            return
-        }
+        for reply in request.replies { waiting.append(reply) }
         context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: request.bytes)), promise: promise)
     }
 
@@ -170,7 +168,7 @@ public final class RedisConnection: Sendable {
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
         var bytes: [UInt8] = []
         RESPEncoder.encode(command, into: &bytes)
-        channel.writeAndFlush(RedisRequest(bytes: bytes, promise: promise)).whenFailure { promise.fail($0) }
+        channel.writeAndFlush(RedisRequest(bytes: bytes, replies: [promise])).whenFailure { promise.fail($0) }
         return try await promise.futureResult.get()
     }
 
@@ -184,23 +182,15 @@ public final class RedisConnection: Sendable {
     public func pipeline(_ commands: [[String]]) async throws -> [RESPValue] {
         guard !commands.isEmpty else { return [] }
         var bytes: [UInt8] = []
-        var futures: [EventLoopFuture<RESPValue>] = []
-        futures.reserveCapacity(commands.count)
-        let loop = channel.eventLoop
         for command in commands {
             RESPEncoder.encode(command, into: &bytes)
         }
-        // One promise per command, queued in order by the handler before the bytes go out.
-        let promises = commands.map { _ in loop.makePromise(of: RESPValue.self) }
-        futures = promises.map(\.futureResult)
-        let requests = promises.dropLast().map { RedisRequest(bytes: [], promise: $0) } + [RedisRequest(bytes: bytes, promise: promises.last)]
-        for request in requests.dropLast() {
-            channel.write(request).whenFailure { request.promise?.fail($0) }
-        }
-        channel.writeAndFlush(requests[requests.count - 1]).whenFailure { error in promises.forEach { $0.fail(error) } }
+        // One write: the handler queues the promises, in order, before the bytes go out.
+        let promises = commands.map { _ in channel.eventLoop.makePromise(of: RESPValue.self) }
+        channel.writeAndFlush(RedisRequest(bytes: bytes, replies: promises)).whenFailure { error in promises.forEach { $0.fail(error) } }
         var replies: [RESPValue] = []
-        replies.reserveCapacity(futures.count)
-        for future in futures { replies.append(try await future.get()) }
+        replies.reserveCapacity(promises.count)
+        for promise in promises { replies.append(try await promise.futureResult.get()) }
         return replies
     }
 
@@ -208,7 +198,7 @@ public final class RedisConnection: Sendable {
     func fire(_ command: [String]) {
         var bytes: [UInt8] = []
         RESPEncoder.encode(command, into: &bytes)
-        channel.writeAndFlush(RedisRequest(bytes: bytes, promise: nil), promise: nil)
+        channel.writeAndFlush(RedisRequest(bytes: bytes, replies: []), promise: nil)
     }
 
     public func close() {

@@ -16,7 +16,6 @@ public final class RedisSubscriber: Sendable {
         var confirmations: [String: [CheckedContinuation<Void, any Error>]] = [:]
         var stopped = false
         var loop: Task<Void, Never>?
-        var connectedOnce = false
     }
 
     private let configuration: RedisConfiguration
@@ -40,10 +39,7 @@ public final class RedisSubscriber: Sendable {
     /// Connects and keeps the connection up until `stop()`. Returns after the first connection.
     public func start() async throws {
         let first = try await connect()
-        state.withLock { state in
-            state.connectedOnce = true
-            state.loop = Task { await self.maintain(first) }
-        }
+        state.withLock { $0.loop = Task { await self.maintain(first) } }
     }
 
     /// Subscribes and returns once Redis confirmed it. When Redis is unreachable it throws, but the
