@@ -2,20 +2,6 @@ import Crypto
 import Foundation
 import Synchronization
 
-/// Hashes and checks passwords (bcrypt in production). Implementations must not block the
-/// cooperative thread pool.
-public protocol PasswordHasher: Sendable {
-    func hash(_ password: String) async throws -> String
-    func verify(_ password: String, against hash: String) async throws -> Bool
-}
-
-/// Issues short-lived access tokens for a session.
-public protocol AccessTokenIssuer: Sendable {
-    /// Lifetime of an issued token, in seconds.
-    var lifetimeSeconds: Int { get }
-    func issue(userID: UUID, sessionID: UUID, now: Date) async throws -> String
-}
-
 public struct AuthTokens: Sendable {
     public var accessToken: String
     public var refreshToken: String
@@ -69,7 +55,8 @@ public struct AccountService: Sendable {
             let credentials = try await store.credentials(login: key)
         else {
             // Spend the same time as a real check so response times do not reveal which logins exist.
-            _ = try? await hasher.verify(password, against: await dummyHash.value(hasher))
+            // A hasher that fails here fails the login as an internal error: never skip the check.
+            _ = try await hasher.verify(password, against: try await dummyHash.value(hasher))
             throw Self.badCredentials
         }
         guard try await hasher.verify(password, against: credentials.passwordHash) else {
@@ -130,12 +117,13 @@ public struct AccountService: Sendable {
 }
 
 /// A real bcrypt hash of a throwaway password, computed once, for constant-time failed logins.
+/// Only a hash that was computed is cached: a failure is thrown, and the next login tries again.
 private final class DummyHash: Sendable {
     private let cached = Mutex<String?>(nil)
 
-    func value(_ hasher: any PasswordHasher) async -> String {
+    func value(_ hasher: any PasswordHasher) async throws -> String {
         if let value = cached.withLock({ $0 }) { return value }
-        let value = (try? await hasher.hash("parley-dummy-password")) ?? ""
+        let value = try await hasher.hash("parley-dummy-password")
         cached.withLock { $0 = value }
         return value
     }

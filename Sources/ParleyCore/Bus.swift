@@ -1,4 +1,5 @@
 import Foundation
+import ServiceLifecycle
 import Synchronization
 
 /// Fan-out of events to users, across nodes.
@@ -8,18 +9,20 @@ import Synchronization
 /// already committed, and a client that misses an event catches up with `sync`. Events published by
 /// one node reach each subscriber in the order they were published.
 ///
-/// Adapters: `InProcessBus` (one node) and, later, Redis pub/sub. Every adapter runs
+/// Adapters: `InProcessBus` (one node) and `RedisBus` (cluster). Every adapter runs
 /// `Tests/BusConformanceTests` unchanged.
-public protocol Bus: Sendable {
-    /// Sets the function that receives this node's deliveries. Call once, before subscribing.
+///
+/// A bus is a `Service`: `run()` holds its connections for the life of the node; on graceful
+/// shutdown it sends what is still queued, then stops delivering.
+public protocol Bus: Service {
+    /// Sets the function that receives this node's deliveries and returns once the bus can take
+    /// subscriptions (or throws `bus_unavailable`). Call once, while `run()` is running.
     func start(handler: @escaping @Sendable (BusDelivery) -> Void) async throws
     /// Publishes `event` to `recipients`; returns without waiting for delivery.
     func publish(_ event: ChatEvent, to recipients: [UUID])
     /// From now on, events for `userID` reach this node. Returns once the subscription is active.
     func subscribe(_ userID: UUID) async throws
     func unsubscribe(_ userID: UUID) async throws
-    /// Stops delivering; pending publishes are flushed where the adapter can.
-    func shutdown() async
 }
 
 /// The embedded bus: publish calls the handler synchronously for the subscribed recipients.
@@ -54,7 +57,9 @@ public final class InProcessBus: Bus {
         _ = state.withLock { $0.subscribed.remove(userID) }
     }
 
-    public func shutdown() async {
+    /// Delivers until graceful shutdown (or cancellation).
+    public func run() async throws {
+        try? await gracefulShutdown()
         state.withLock { $0.handler = nil }
     }
 }

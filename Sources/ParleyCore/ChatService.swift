@@ -4,33 +4,25 @@ import Foundation
 /// membership and role. A caller who is not a member sees `conversation_not_found`, never data.
 ///
 /// Every change that other users should see is published on the `Bus` after it is stored:
-/// messages (from the store's commit listener, in seq order), receipts, typing and conversation changes.
+/// messages (by the `SendPipeline`, in seq order), receipts, typing and conversation changes.
 public struct ChatService: Sendable {
-    public let store: any ChatStore
-    public let hasher: any PasswordHasher
-    public let limits: Limits
-    public let bus: any Bus
-    public let typing: TypingTracker
+    private let store: any ChatStore
+    private let hasher: any PasswordHasher
+    private let limits: Limits
+    private let bus: any Bus
+    private let typing: TypingTracker
+    /// Where sends go; see `SendPipeline`.
+    public let pipeline: SendPipeline
 
-    public init(store: any ChatStore, hasher: any PasswordHasher, limits: Limits, bus: any Bus, typing: TypingTracker = TypingTracker()) {
+    public init(
+        store: any ChatStore, hasher: any PasswordHasher, limits: Limits, bus: any Bus, typing: TypingTracker, pipeline: SendPipeline
+    ) {
         self.store = store
         self.hasher = hasher
         self.limits = limits
         self.bus = bus
         self.typing = typing
-    }
-
-    /// Publishes every newly committed message to the conversation's members, in commit order.
-    /// Call once at start-up.
-    public func publishCommittedMessages() {
-        let bus = self.bus
-        let typing = self.typing
-        store.setCommitListener { results in
-            for result in results where !result.replayed {
-                typing.clear(conversationID: result.message.conversationID, userID: result.message.senderID)
-                bus.publish(.message(result.message), to: result.recipients)
-            }
-        }
+        self.pipeline = pipeline
     }
 
     // MARK: Conversations
@@ -173,20 +165,13 @@ public struct ChatService: Sendable {
 
     // MARK: Messages
 
-    /// Validates and queues a send; the promise resolves once it is committed. Sends queued in order
-    /// by one caller get increasing seqs. Membership is checked inside the write transaction, so a
-    /// non-member gets `conversation_not_found` and nothing is written.
+    /// Validates and queues a send; the promise resolves once it is committed. See `SendPipeline`.
     public func enqueueSend(caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, now: Date = .now) throws -> Promise<SendResult> {
-        try Validation.messageBody(body, limits: limits)
-        let clientMsgID = try Validation.clientMsgID(clientMsgID, limits: limits)
-        return store.enqueueSend(
-            SendRequest(
-                conversationID: conversationID, senderID: caller, clientMsgID: clientMsgID, body: body, messageID: .v7(now: now), createdAt: now)
-        )
+        try pipeline.submit(caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, now: now)
     }
 
     public func send(caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, now: Date = .now) async throws -> SendResult {
-        try await enqueueSend(caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, now: now).value
+        try await pipeline.send(caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, now: now)
     }
 
     public func messages(caller: UUID, conversationID: UUID, cursor: PageCursor, limit: Int?) async throws -> MessagePage {
@@ -227,12 +212,19 @@ public struct ChatService: Sendable {
         }
     }
 
-    /// Publishes `stop` for typing indicators whose owner went quiet. Call periodically.
-    public func expireTyping(now: Date = .now) async {
+    /// Publishes `stop` for typing indicators whose owner went quiet. Call periodically. Every
+    /// expired indicator is tried; if the members of some could not be read, the last such error is thrown.
+    public func expireTyping(now: Date = .now) async throws {
+        var failure: (any Error)?
         for (conversationID, userID) in typing.expire(now: now) {
-            guard let members = try? await store.memberIDs(conversationID: conversationID) else { continue }
-            bus.publish(.typing(conversationID: conversationID, userID: userID, state: .stop), to: members.filter { $0 != userID })
+            do {
+                let members = try await store.memberIDs(conversationID: conversationID)
+                bus.publish(.typing(conversationID: conversationID, userID: userID, state: .stop), to: members.filter { $0 != userID })
+            } catch {
+                failure = error
+            }
         }
+        if let failure { throw failure }
     }
 
     /// Messages after each cursor, for a client catching up. Conversations the caller is not a

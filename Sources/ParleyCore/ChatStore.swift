@@ -1,11 +1,25 @@
 import Foundation
+import ServiceLifecycle
 
-/// The source of truth: users, sessions, conversations, members and messages.
+/// The source of truth: users, sessions, conversations, members and messages, as one adapter
+/// implements it, with its lifecycle.
 ///
-/// Adapters: `SQLiteChatStore` (embedded) and, later, a PostgreSQL store. Every adapter runs the
+/// Adapters: `SQLiteChatStore` (embedded) and `PostgresChatStore` (cluster). Every adapter runs the
 /// same conformance suite (`Tests/ChatStoreConformanceTests`). Authorization is the domain's job
 /// (`ChatService`); the store only enforces integrity (uniqueness, membership on send, gapless seq).
-public protocol ChatStore: Sendable {
+///
+/// A store is a `Service`: `run()` owns its connections for the life of the node and closes them on
+/// graceful shutdown (it is the first service of the group, so it is the last to stop). `migrate()`
+/// runs once while `run()` is running, before the node serves.
+public protocol ChatStore: AccountStore, ConversationStore, MessageStore, Service {
+    /// Brings the schema up to date. Safe to call from several nodes at once.
+    func migrate() async throws
+    /// Cheap round trip used by readiness checks.
+    func ping() async throws
+}
+
+/// Users and their sessions.
+public protocol AccountStore: Sendable {
     // MARK: Users
 
     /// Inserts a user. Throws `conflict` with code `username_taken` or `email_taken`.
@@ -29,8 +43,10 @@ public protocol ChatStore: Sendable {
     /// Presenting a token that was already spent revokes the whole session.
     func rotateRefreshToken(presentedHash: String, newHash: String, now: Date) async throws -> RefreshOutcome
     func revokeSession(id: UUID, now: Date) async throws
+}
 
-    // MARK: Conversations
+/// Conversations and their members.
+public protocol ConversationStore: Sendable {
 
     /// Returns the direct conversation between the two users, creating it if needed.
     func findOrCreateDirectConversation(between a: UUID, and b: UUID, now: Date) async throws -> (Conversation, created: Bool)
@@ -55,37 +71,39 @@ public protocol ChatStore: Sendable {
     /// a group left empty is deleted.
     func removeMember(conversationID: UUID, userID: UUID, now: Date) async throws
     func setRole(conversationID: UUID, userID: UUID, role: MemberRole) async throws
+}
 
-    // MARK: Messages
-
-    /// Queues a message for durable append and returns at once; the promise resolves after commit.
-    /// Sends enqueued in order commit in that order. Dedupes on (conversation, sender, clientMsgId):
-    /// a replay resolves to the stored original with `replayed == true`. A sender who is not a member
-    /// gets `conversation_not_found`. Adapters group-commit concurrent sends into shared transactions.
-    func enqueueSend(_ request: SendRequest) -> Promise<SendResult>
-    /// Sets the function told, in commit (and so seq) order, about every committed send, replays included.
-    func setCommitListener(_ listener: @escaping @Sendable ([SendResult]) -> Void)
+/// Messages and read/delivered watermarks.
+public protocol MessageStore: Sendable {
+    /// Writes a batch of sends in one transaction, in order, and returns one outcome per request, in
+    /// the same order. This is all an adapter implements of the send path (`SendPipeline` owns the
+    /// rest). In the transaction, per request: dedupe on (conversation, sender, clientMsgId) — a
+    /// replay returns the stored original with `replayed == true` and writes nothing; a sender who is
+    /// not a member gets `.failure(conversation_not_found)` and writes nothing; otherwise the next
+    /// per-conversation seq (gapless, from 1, also across nodes sharing the database), the message,
+    /// the conversation's lastSeq and the sender's own read watermark. Throws only if the whole
+    /// transaction failed, and then nothing of the batch was written.
+    func appendBatch(_ requests: [SendRequest]) async throws -> [Result<SendResult, any Error>]
     /// Messages in ascending seq order. With `member`, the page is read only if that user is a member
     /// (checked in the same read), else `conversation_not_found` is thrown.
     func messages(conversationID: UUID, member: UUID?, cursor: PageCursor, limit: Int) async throws -> MessagePage
     /// Moves a member's watermark forward (never back), clamped to the conversation's lastSeq.
     /// Moving `read` also moves `delivered` up to it.
     func advanceWatermark(_ kind: Watermark, conversationID: UUID, userID: UUID, to seq: Int64) async throws -> WatermarkUpdate
-
-    // MARK: Operations
-
-    /// Cheap round trip used by readiness checks.
-    func ping() async throws
 }
 
-extension ChatStore {
+extension MessageStore {
     /// Messages in ascending seq order, without a membership check.
     public func messages(conversationID: UUID, cursor: PageCursor, limit: Int) async throws -> MessagePage {
         try await messages(conversationID: conversationID, member: nil, cursor: cursor, limit: limit)
     }
 
-    /// Appends a message and waits for its commit.
+    /// Appends one message in a transaction of its own, bypassing the pipeline (no Bus event): for
+    /// seeding and tests. Served sends go through `SendPipeline`.
     public func send(_ request: SendRequest) async throws -> SendResult {
-        try await enqueueSend(request).value
+        guard let outcome = try await appendBatch([request]).first else {
+            throw ParleyError.internal(detail: "appendBatch returned no outcome")
+        }
+        return try outcome.get()
     }
 }

@@ -49,7 +49,7 @@ public struct ParleyError: Error, Sendable, Equatable {
         ParleyError(.notFound, code: code, message: message)
     }
 
-    public static let conversationNotFound = ParleyError.notFound("Conversation not found.", code: "conversation_not_found")
+    public static let conversationNotFound = ParleyError.notFound("Conversation not found.", code: Code.conversationNotFound)
     public static let userNotFound = ParleyError.notFound("User not found.", code: "user_not_found")
 
     public static func conflict(_ message: String, code: String = "conflict") -> ParleyError {
@@ -63,14 +63,42 @@ public struct ParleyError: Error, Sendable, Equatable {
     public static func rateLimited(retryAfterSeconds: Int) -> ParleyError {
         ParleyError(
             .rateLimited,
-            code: "rate_limited",
+            code: Code.rateLimited,
             message: "Too many requests; retry after \(retryAfterSeconds) s.",
             retryAfterSeconds: retryAfterSeconds
         )
     }
 
+    /// The node is taking sends faster than it can commit them: retry shortly.
+    public static let overloaded = ParleyError(
+        .unavailable, code: Code.overloaded, message: "The server is overloaded; retry shortly.", retryAfterSeconds: 1)
+
+    /// The node is shutting down: retry (another node, or this one once restarted).
+    public static let shuttingDown = ParleyError(
+        .unavailable, code: Code.shuttingDown, message: "The server is shutting down; retry shortly.", retryAfterSeconds: 1)
+
     public static func `internal`(detail: String) -> ParleyError {
-        ParleyError(.internal, code: "internal_error", message: "Internal server error.", detail: detail)
+        ParleyError(.internal, code: Code.internalError, message: "Internal server error.", detail: detail)
+    }
+}
+
+extension ParleyError {
+    /// Codes that more than one place emits or that clients are documented to act on.
+    public enum Code {
+        public static let invalidFrame = "invalid_frame"
+        public static let unknownType = "unknown_type"
+        public static let binaryNotSupported = "binary_not_supported"
+        public static let alreadyAuthenticated = "already_authenticated"
+        public static let tooManyCursors = "too_many_cursors"
+        public static let invalidID = "invalid_id"
+        public static let invalidCursor = "invalid_cursor"
+        public static let conversationNotFound = "conversation_not_found"
+        public static let rateLimited = "rate_limited"
+        public static let overloaded = "overloaded"
+        public static let shuttingDown = "shutting_down"
+        public static let storeUnavailable = "store_unavailable"
+        public static let busUnavailable = "bus_unavailable"
+        public static let internalError = "internal_error"
     }
 }
 

@@ -159,7 +159,7 @@ extension PostgresChatStore {
         }
         return ParleyError(
             .unavailable,
-            code: "store_unavailable",
+            code: ParleyError.Code.storeUnavailable,
             message: "The database is unavailable; retry shortly.",
             retryAfterSeconds: 1,
             detail: String(reflecting: error)

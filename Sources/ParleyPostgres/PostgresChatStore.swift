@@ -2,9 +2,10 @@ import Foundation
 import Logging
 import ParleyCore
 import PostgresNIO
+import ServiceLifecycle
 
 /// The cluster `ChatStore`: PostgreSQL through postgres-nio's connection pool. Several Parley nodes
-/// share one database. Sends go through a `GroupCommitQueue` per node; each batch locks the rows of
+/// share one database. The `SendPipeline` of each node hands it batches of sends; each batch locks the rows of
 /// the conversations it writes (in id order, so two nodes never deadlock), which keeps every
 /// conversation's seq gapless across nodes.
 public final class PostgresChatStore: ChatStore {
@@ -45,12 +46,11 @@ public final class PostgresChatStore: ChatStore {
     }
 
     let client: PostgresClient
-    private let runner: Task<Void, Never>
     private let logger: Logger
-    private let sendQueue: GroupCommitQueue<SendRequest, SendResult>
+    private let host: String
 
-    /// Connects, starts the pool and migrates the schema. Throws if the database cannot be reached.
-    public init(configuration: Configuration, logger: Logger) async throws {
+    /// Configures the pool. Nothing connects until `run()` runs; then `migrate()` before serving.
+    public init(configuration: Configuration, logger: Logger) {
         var config = PostgresClient.Configuration(
             host: configuration.host,
             port: configuration.port,
@@ -64,35 +64,25 @@ public final class PostgresChatStore: ChatStore {
         if let schema = configuration.schema {
             config.options.additionalStartupParameters = [("search_path", schema)]
         }
-        let client = PostgresClient(configuration: config, backgroundLogger: logger)
-        self.client = client
+        self.client = PostgresClient(configuration: config, backgroundLogger: logger)
         self.logger = logger
-        self.runner = Task { await client.run() }
-        self.sendQueue = GroupCommitQueue(name: "postgres_send") { requests in
-            do {
-                return try await client.withTransaction(logger: Self.silent) { connection in
-                    try await Self.appendBatch(requests, on: connection)
-                }
-            } catch {
-                throw Self.domainError(error)
-            }
-        }
-        do {
-            try await PostgresSchema.migrate(client, logger: logger)
-        } catch {
-            runner.cancel()
-            throw error
-        }
-        logger.info("PostgreSQL store ready", metadata: ["parley.postgres_host": "\(configuration.host):\(configuration.port)"])
+        self.host = "\(configuration.host):\(configuration.port)"
     }
 
-    deinit {
-        runner.cancel()
+    /// Runs the connection pool for the life of the node (postgres-nio's client needs a task of its
+    /// own). Ends on graceful shutdown or cancellation, closing the pool's connections.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await self.client.run()
+        }
+        logger.info("PostgreSQL store closed", metadata: ["parley.postgres_host": "\(host)"])
     }
 
-    /// Closes the pool's connections.
-    public func close() {
-        runner.cancel()
+    /// Migrates the schema (under an advisory lock, so nodes starting together take turns). Throws
+    /// if the database cannot be reached.
+    public func migrate() async throws {
+        try await PostgresSchema.migrate(client, logger: logger)
+        logger.info("PostgreSQL store ready", metadata: ["parley.postgres_host": "\(host)"])
     }
 
     /// Runs `body`, turning driver errors into domain errors.
@@ -420,12 +410,8 @@ public final class PostgresChatStore: ChatStore {
 
     // MARK: Messages
 
-    public func enqueueSend(_ request: SendRequest) -> Promise<SendResult> {
-        sendQueue.enqueue(request)
-    }
-
-    public func setCommitListener(_ listener: @escaping @Sendable ([SendResult]) -> Void) {
-        sendQueue.setListener(listener)
+    public func appendBatch(_ requests: [SendRequest]) async throws -> [Result<SendResult, any Error>] {
+        try await transaction { connection in try await Self.appendBatch(requests, on: connection) }
     }
 
     public func messages(conversationID: UUID, member: UUID?, cursor: PageCursor, limit: Int) async throws -> MessagePage {

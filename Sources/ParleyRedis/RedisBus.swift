@@ -4,6 +4,7 @@ import Metrics
 import NIOCore
 import NIOPosix
 import ParleyCore
+import ServiceLifecycle
 import Synchronization
 
 /// The cluster `Bus`: Redis pub/sub over a fixed set of shard channels.
@@ -16,6 +17,9 @@ import Synchronization
 /// Publishes go out in call order on one pipelined connection, so events from one node reach each
 /// subscriber in the order they were published. When Redis is unreachable, events are dropped and
 /// counted (`publish` never blocks); clients catch up with `sync`, which reads the store.
+///
+/// `run()` owns the publishing connection (its flush loop) and the subscriber; on graceful shutdown
+/// it sends what is queued, then closes both.
 public final class RedisBus: Bus {
     public static let shardCount = 64
 
@@ -24,7 +28,9 @@ public final class RedisBus: Bus {
         var users: Set<UUID> = []
         var shardUsers = [Int](repeating: 0, count: RedisBus.shardCount)
         var outbox: [[String]] = []
-        var flushing = false
+        /// The flush loop, parked until there is something to send (handed over directly), or nil to stop.
+        var flusher: CheckedContinuation<[[String]]?, Never>?
+        var stopping = false
     }
 
     /// What a shard channel carries: `{"r":[recipient ids],"e":event}`.
@@ -40,6 +46,7 @@ public final class RedisBus: Bus {
     private let subscriber: RedisSubscriber
     private let prefix: String
     private let logger: Logger
+    // Guarded by its Mutex; the flusher is resumed outside the lock.
     private let state = Mutex(State())
     private let dropped = Counter(label: "parley_bus_dropped_total")
 
@@ -64,9 +71,39 @@ public final class RedisBus: Bus {
 
     private func channel(_ shard: Int) -> String { prefix + String(shard) }
 
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask { try? await self.subscriber.run() }
+            await withGracefulShutdownHandler {
+                await withTaskCancellationHandler {
+                    await self.flushUntilStopped()
+                } onCancel: {
+                    self.stopFlushing()
+                }
+            } onGracefulShutdown: {
+                self.stopFlushing()
+            }
+            // Queued publishes are out: close the connections.
+            state.withLock { $0.handler = nil }
+            subscriber.stop()
+            publisher.close()
+        }
+    }
+
+    /// Sets the handler and waits (up to 5 s) for the subscriber's first connection.
     public func start(handler: @escaping @Sendable (BusDelivery) -> Void) async throws {
         state.withLock { $0.handler = handler }
-        try await subscriber.start()
+        do {
+            try await subscriber.waitUntilConnected(timeout: .seconds(5))
+        } catch {
+            throw Self.unavailable(error)
+        }
+    }
+
+    private static func unavailable(_ error: any Error) -> ParleyError {
+        ParleyError(
+            .unavailable, code: ParleyError.Code.busUnavailable, message: "Real-time delivery is unavailable; retry shortly.",
+            retryAfterSeconds: 1, detail: "\(error)")
     }
 
     public func publish(_ event: ChatEvent, to recipients: [UUID]) {
@@ -81,25 +118,33 @@ public final class RedisBus: Bus {
             let recipients = users.map { "\"" + $0.lowercased + "\"" }.joined(separator: ",")
             commands.append(["PUBLISH", channel(shard), #"{"r":["# + recipients + #"],"e":"# + eventJSON + "}"])
         }
-        let startFlush = state.withLock { state in
-            state.outbox.append(contentsOf: commands)
-            if state.flushing { return false }
-            state.flushing = true
-            return true
+        let handOver: (CheckedContinuation<[[String]]?, Never>, [[String]])? = state.withLock { state in
+            guard let flusher = state.flusher else {
+                state.outbox.append(contentsOf: commands)
+                return nil
+            }
+            state.flusher = nil
+            return (flusher, commands)
         }
-        if startFlush { Task { await flush() } }
+        if let (flusher, commands) = handOver { flusher.resume(returning: commands) }
     }
 
-    /// Sends everything queued, in order, one pipeline at a time.
-    private func flush() async {
+    /// Sends everything queued, in order, one pipeline at a time, until stopped and drained.
+    private func flushUntilStopped() async {
         while true {
-            let batch: [[String]] = state.withLock { state in
-                let batch = state.outbox
-                state.outbox.removeAll(keepingCapacity: true)
-                if batch.isEmpty { state.flushing = false }
-                return batch
+            let batch: [[String]]? = await withCheckedContinuation { continuation in
+                let ready: [[String]]?? = state.withLock { state in
+                    if !state.outbox.isEmpty {
+                        defer { state.outbox.removeAll(keepingCapacity: true) }
+                        return .some(state.outbox)
+                    }
+                    if state.stopping { return .some(nil) }
+                    state.flusher = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
             }
-            if batch.isEmpty { return }
+            guard let batch else { return }
             do {
                 _ = try await publisher.pipeline(batch)
             } catch {
@@ -120,9 +165,7 @@ public final class RedisBus: Bus {
             do {
                 try await subscriber.subscribe(channel(shard))
             } catch {
-                throw ParleyError(
-                    .unavailable, code: "bus_unavailable", message: "Real-time delivery is unavailable; retry shortly.", retryAfterSeconds: 1,
-                    detail: "\(error)")
+                throw Self.unavailable(error)
             }
         }
     }
@@ -137,14 +180,13 @@ public final class RedisBus: Bus {
         if last { subscriber.unsubscribe(channel(shard)) }
     }
 
-    public func shutdown() async {
-        // Give queued publishes a moment to leave.
-        for _ in 0..<50 where state.withLock({ $0.flushing }) {
-            try? await Task.sleep(for: .milliseconds(10))
+    private func stopFlushing() {
+        let flusher: CheckedContinuation<[[String]]?, Never>? = state.withLock { state in
+            state.stopping = true
+            defer { state.flusher = nil }
+            return state.flusher
         }
-        state.withLock { $0.handler = nil }
-        subscriber.stop()
-        publisher.close()
+        flusher?.resume(returning: nil)
     }
 
     private func received(channel: String, payload: [UInt8]) {

@@ -3,61 +3,75 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import ParleyCore
+import ServiceLifecycle
 import Synchronization
 
 /// A small pool of pipelined Redis connections. Each command goes to the next connection in turn;
 /// a connection that dropped is replaced on its next use, so the client recovers by itself when
 /// Redis restarts (commands in between fail with `RedisError.connectionClosed`).
-public final class RedisClient: Sendable {
+///
+/// A `Service`: `run()` holds the pool for the life of the node and closes its connections on
+/// graceful shutdown.
+public final class RedisClient: Service, Sendable {
     public let configuration: RedisConfiguration
     private let group: any EventLoopGroup
     private let logger: Logger
 
-    private struct Slot {
-        var connecting: Task<RedisConnection, any Error>?
-    }
-
     private struct State {
-        var slots: [Slot]
+        /// Each slot's current (or pending) connection; the caller that starts a connection resolves it.
+        var slots: [Promise<RedisConnection>?]
         var next = 0
         var closed = false
     }
 
+    // Guarded by its Mutex; connecting happens outside the lock.
     private let state: Mutex<State>
 
     public init(configuration: RedisConfiguration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
         self.configuration = configuration
         self.group = group
         self.logger = logger
-        self.state = Mutex(State(slots: Array(repeating: Slot(), count: max(1, configuration.poolSize))))
+        self.state = Mutex(State(slots: Array(repeating: nil, count: max(1, configuration.poolSize))))
+    }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        close()
     }
 
     /// A live connection of the pool (connecting it if needed).
     public func connection() async throws -> RedisConnection {
-        let (index, task): (Int, Task<RedisConnection, any Error>?) = state.withLock { state in
+        let (index, slot): (Int, Promise<RedisConnection>?) = try state.withLock { state in
+            if state.closed { throw RedisError.connectionClosed }
             let index = state.next % state.slots.count
             state.next &+= 1
-            return (index, state.closed ? nil : state.slots[index].connecting)
+            return (index, state.slots[index])
         }
-        if let task, let connection = try? await task.value, connection.isActive {
+        if let slot, let connection = try? await slot.value, connection.isActive {
             return connection
         }
-        return try await reconnect(slot: index, replacing: task)
+        return try await reconnect(slot: index, replacing: slot)
     }
 
-    private func reconnect(slot index: Int, replacing old: Task<RedisConnection, any Error>?) async throws -> RedisConnection {
-        let configuration = configuration
-        let group = group
-        let task: Task<RedisConnection, any Error> = try state.withLock { state in
+    private func reconnect(slot index: Int, replacing old: Promise<RedisConnection>?) async throws -> RedisConnection {
+        let (promise, mine): (Promise<RedisConnection>, Bool) = try state.withLock { state in
             if state.closed { throw RedisError.connectionClosed }
             // Another caller may have replaced the slot already; share its attempt.
-            if let current = state.slots[index].connecting, current != old { return current }
-            let task = Task { try await RedisConnection.connect(configuration, group: group) }
-            state.slots[index].connecting = task
-            return task
+            if let current = state.slots[index], current !== old { return (current, false) }
+            let promise = Promise<RedisConnection>()
+            state.slots[index] = promise
+            return (promise, true)
+        }
+        if mine {
+            do {
+                promise.resolve(.success(try await RedisConnection.connect(configuration, group: group)))
+            } catch {
+                promise.resolve(.failure(error))
+            }
         }
         do {
-            return try await task.value
+            return try await promise.value
         } catch {
             logger.debug("Redis connection failed", metadata: ["parley.error": "\(error)"])
             throw RedisError.connectionClosed
@@ -88,13 +102,16 @@ public final class RedisClient: Sendable {
         return try reply.orThrow()
     }
 
+    /// Closes every connection; later commands fail with `connectionClosed`. A connection still
+    /// being opened is closed as soon as it is up.
     public func close() {
-        let tasks = state.withLock { state in
+        let slots = state.withLock { state in
             state.closed = true
-            return state.slots.compactMap(\.connecting)
+            defer { state.slots = state.slots.map { _ in nil } }
+            return state.slots.compactMap { $0 }
         }
-        for task in tasks {
-            Task { try? await task.value.close() }
+        for slot in slots {
+            slot.whenResolved { result in (try? result.get())?.close() }
         }
     }
 }

@@ -1,12 +1,17 @@
 import Logging
 import NIOCore
 import NIOPosix
+import ParleyCore
+import ServiceLifecycle
 import Synchronization
 
 /// A pub/sub connection that keeps itself subscribed: it remembers the channels it should be on,
 /// reconnects with backoff when the connection drops, and subscribes to all of them again.
 /// Messages reach `onMessage` on the connection's event loop, in the order Redis sent them.
-public final class RedisSubscriber: Sendable {
+///
+/// A `Service`: `run()` keeps the connection up for the life of the node and closes it on graceful
+/// shutdown (or cancellation).
+public final class RedisSubscriber: Service, Sendable {
     public typealias MessageHandler = @Sendable (_ channel: String, _ payload: [UInt8]) -> Void
 
     private struct State {
@@ -15,14 +20,16 @@ public final class RedisSubscriber: Sendable {
         /// Callers waiting for Redis to confirm a subscription, by channel.
         var confirmations: [String: [CheckedContinuation<Void, any Error>]] = [:]
         var stopped = false
-        var loop: Task<Void, Never>?
     }
 
     private let configuration: RedisConfiguration
     private let group: any EventLoopGroup
     private let logger: Logger
     private let onMessage: MessageHandler
+    // Guarded by its Mutex; continuations are resumed outside the lock.
     private let state = Mutex(State())
+    /// Resolved by the first successful connection.
+    private let firstConnection = Promise<Void>()
 
     public init(
         configuration: RedisConfiguration,
@@ -36,10 +43,30 @@ public final class RedisSubscriber: Sendable {
         self.onMessage = onMessage
     }
 
-    /// Connects and keeps the connection up until `stop()`. Returns after the first connection.
-    public func start() async throws {
-        let first = try await connect()
-        state.withLock { $0.loop = Task { await self.maintain(first) } }
+    /// Connects, and reconnects whenever the connection drops, until graceful shutdown.
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withTaskCancellationHandler {
+                await self.maintain()
+            } onCancel: {
+                self.stop()
+            }
+        }
+        stop()
+    }
+
+    /// Returns once the first connection is up, or throws `connectionClosed` after `timeout`.
+    public func waitUntilConnected(timeout: Duration) async throws {
+        let firstConnection = self.firstConnection
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await firstConnection.value }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw RedisError.connectionClosed
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
     }
 
     /// Subscribes and returns once Redis confirmed it. When Redis is unreachable it throws, but the
@@ -64,14 +91,14 @@ public final class RedisSubscriber: Sendable {
         connection?.fire(["UNSUBSCRIBE", channel])
     }
 
+    /// Closes the connection for good; waiting subscribers fail with `connectionClosed`.
     public func stop() {
-        let (connection, loop, waiting) = state.withLock { state in
+        let (connection, waiting) = state.withLock { state in
             state.stopped = true
             let waiting = state.confirmations.values.flatMap { $0 }
             state.confirmations = [:]
-            return (state.connection, state.loop, waiting)
+            return (state.connection, waiting)
         }
-        loop?.cancel()
         connection?.close()
         for continuation in waiting { continuation.resume(throwing: RedisError.connectionClosed) }
     }
@@ -80,19 +107,33 @@ public final class RedisSubscriber: Sendable {
         let connection = try await RedisConnection.connect(configuration, group: group) { [weak self] value in
             self?.handle(value)
         }
-        let channels: [String] = state.withLock { state in
-            state.connection = connection
-            return Array(state.wanted)
+        let (channels, stopped): ([String], Bool) = state.withLock { state in
+            if !state.stopped { state.connection = connection }
+            return (Array(state.wanted), state.stopped)
+        }
+        if stopped {
+            connection.close()
+            throw RedisError.connectionClosed
         }
         if !channels.isEmpty { connection.fire(["SUBSCRIBE"] + channels) }
+        firstConnection.resolve(.success(()))
         return connection
     }
 
-    /// Waits for the connection to drop, then reconnects (100 ms doubling to 2 s) and resubscribes.
-    private func maintain(_ first: RedisConnection) async {
-        var current = first
-        while !Task.isCancelled {
-            try? await current.closeFuture.get()
+    /// Connects (retrying 100 ms doubling to 2 s), waits for the connection to drop, and again,
+    /// until stopped.
+    private func maintain() async {
+        var delay = Duration.milliseconds(100)
+        var lost = false
+        while !state.withLock({ $0.stopped }) {
+            guard let connection = try? await connect() else {
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(2))
+                continue
+            }
+            if lost { logger.info("Redis pub/sub connection restored; subscriptions renewed") }
+            delay = .milliseconds(100)
+            try? await connection.closeFuture.get()
             let waiting = state.withLock { state in
                 state.connection = nil
                 let waiting = state.confirmations.values.flatMap { $0 }
@@ -102,17 +143,7 @@ public final class RedisSubscriber: Sendable {
             for continuation in waiting { continuation.resume(throwing: RedisError.connectionClosed) }
             if state.withLock({ $0.stopped }) { return }
             logger.warning("Redis pub/sub connection lost; reconnecting")
-            var delay = Duration.milliseconds(100)
-            while !Task.isCancelled {
-                try? await Task.sleep(for: delay)
-                if state.withLock({ $0.stopped }) { return }
-                if let connection = try? await connect() {
-                    current = connection
-                    logger.info("Redis pub/sub connection restored; subscriptions renewed")
-                    break
-                }
-                delay = min(delay * 2, .seconds(2))
-            }
+            lost = true
         }
     }
 

@@ -2,9 +2,10 @@ import Foundation
 import GRDB
 import Logging
 import ParleyCore
+import ServiceLifecycle
 
 /// The embedded `ChatStore`: one SQLite file in WAL mode through a GRDB `DatabasePool`
-/// (one writer, concurrent readers). Sends go through a `GroupCommitQueue`, so many messages
+/// (one writer, concurrent readers). The `SendPipeline` hands it batches of sends, so many messages
 /// share one transaction under load.
 public final class SQLiteChatStore: ChatStore {
     public struct Configuration: Sendable {
@@ -24,7 +25,6 @@ public final class SQLiteChatStore: ChatStore {
 
     let pool: DatabasePool
     private let logger: Logger
-    private let sendQueue: GroupCommitQueue<SendRequest, SendResult>
 
     public init(configuration: Configuration, logger: Logger) throws {
         var config = GRDB.Configuration()
@@ -46,15 +46,23 @@ public final class SQLiteChatStore: ChatStore {
         try pool.writeWithoutTransaction { db in
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
         }
-        self.sendQueue = GroupCommitQueue(name: "sqlite_send") { requests in
-            try await pool.write { db in try Self.appendBatch(requests, db: db) }
-        }
-        try SQLiteSchema.migrator.migrate(pool)
-        logger.info("SQLite store ready", metadata: ["parley.sqlite_path": "\(configuration.path)", "parley.synchronous": "\(synchronous)"])
+        logger.info("SQLite store opened", metadata: ["parley.sqlite_path": "\(configuration.path)", "parley.synchronous": "\(synchronous)"])
     }
 
+    public func migrate() async throws {
+        try SQLiteSchema.migrator.migrate(pool)
+    }
+
+    /// Holds the database open for the life of the node; closes it on graceful shutdown (or cancellation).
+    public func run() async throws {
+        try? await gracefulShutdown()
+        try close()
+    }
+
+    /// Closes the database; later calls fail.
     public func close() throws {
         try pool.close()
+        logger.info("SQLite store closed")
     }
 
     // MARK: Users
@@ -367,16 +375,10 @@ public final class SQLiteChatStore: ChatStore {
 
     // MARK: Messages
 
-    public func enqueueSend(_ request: SendRequest) -> Promise<SendResult> {
-        sendQueue.enqueue(request)
+    public func appendBatch(_ requests: [SendRequest]) async throws -> [Result<SendResult, any Error>] {
+        try await pool.write { db in try Self.appendBatch(requests, db: db) }
     }
 
-    public func setCommitListener(_ listener: @escaping @Sendable ([SendResult]) -> Void) {
-        sendQueue.setListener(listener)
-    }
-
-    /// One send inside the shared transaction, in its own savepoint so that one failing send
-    /// does not undo the others.
     /// Writes one batch of sends inside the caller's transaction.
     ///
     /// Per message this costs one `INSERT OR IGNORE`; everything per conversation (membership,

@@ -65,9 +65,36 @@ public struct ParleyConfiguration: Sendable {
         public init() {}
     }
 
+    /// Where a node keeps its data.
+    public enum StoreLocation: Sendable, Equatable, CustomStringConvertible {
+        /// The embedded SQLite file in the data directory.
+        case sqlite
+        /// A PostgreSQL database shared by the cluster: `postgres://user:password@host:5432/database`.
+        case postgres(url: String)
+
+        /// Parses `sqlite` or a `postgres://` / `postgresql://` URL.
+        public init(parsing text: String) throws {
+            if text.lowercased() == "sqlite" {
+                self = .sqlite
+            } else if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
+                self = .postgres(url: text)
+            } else {
+                throw ConfigurationError("store must be sqlite or a postgres:// URL")
+            }
+        }
+
+        /// Without the password.
+        public var description: String {
+            guard case .postgres(let url) = self else { return "sqlite" }
+            guard var components = URLComponents(string: url) else { return "postgres://…" }
+            if components.password != nil { components.password = "…" }
+            return components.string ?? "postgres://…"
+        }
+    }
+
     public var host = "127.0.0.1"
-    /// `sqlite` (embedded, in the data directory) or a `postgres://` URL (cluster mode).
-    public var store = "sqlite"
+    /// Embedded SQLite (in the data directory) or PostgreSQL (cluster mode).
+    public var store = StoreLocation.sqlite
     /// A `redis://` URL: with it the bus, presence and rate limits are shared by every node.
     public var redisURL: String?
     /// This node's name in logs and readiness output.
@@ -98,13 +125,15 @@ public struct ParleyConfiguration: Sendable {
     public var webDirectory: String?
     public var rateLimits = RateLimits()
     public var gateway = Gateway()
+    /// Group commit and admission control of sends.
+    public var sendPipeline = SendPipeline.Configuration()
 
     public init() {}
 
     /// Whether other nodes may share this node's users: then tokens must verify on every node.
-    public var isClustered: Bool { store != "sqlite" || redisURL != nil }
+    public var isClustered: Bool { store != .sqlite || redisURL != nil }
 
-    var databasePath: String { (dataDirectory as NSString).appendingPathComponent("parley.sqlite") }
+    public var databasePath: String { (dataDirectory as NSString).appendingPathComponent("parley.sqlite") }
 
     /// Applies `PARLEY_*` variables over the current values. Unparsable values are reported, not ignored.
     public mutating func apply(environment: [String: String]) throws {
@@ -123,7 +152,7 @@ public struct ParleyConfiguration: Sendable {
             }
         }
         if let v = value("HOST") { host = v }
-        if let v = value("STORE") { store = v }
+        if let v = value("STORE") { store = try StoreLocation(parsing: v) }
         if let v = value("REDIS") { redisURL = v }
         if let v = value("NODE_ID") { nodeID = v }
         if let v = try int("PORT") { port = v }
@@ -160,14 +189,12 @@ public struct ParleyConfiguration: Sendable {
         if let v = try int("WS_QUEUE_LIMIT") { gateway.outboundQueueLimit = v }
         if let v = try int("WS_HEARTBEAT_SECONDS") { gateway.heartbeatSeconds = v }
         if let v = try int("PRESENCE_TTL_SECONDS") { gateway.presenceTTLSeconds = Double(v) }
+        if let v = try int("SEND_MAX_QUEUE_DELAY_MS") { sendPipeline.maxQueueDelay = .milliseconds(v) }
     }
 
     /// Rejects values that would make the node insecure or unable to work.
     public func validate() throws {
         guard (0...65535).contains(port) else { throw ConfigurationError("port must be 0–65535") }
-        guard store == "sqlite" || store.hasPrefix("postgres://") || store.hasPrefix("postgresql://") else {
-            throw ConfigurationError("store must be sqlite or a postgres:// URL")
-        }
         if let redisURL, !redisURL.hasPrefix("redis://") { throw ConfigurationError("the Redis URL must start with redis://") }
         if isClustered && jwtSecret == nil {
             throw ConfigurationError("cluster mode (PostgreSQL or Redis) needs a JWT secret shared by every node: set PARLEY_JWT_SECRET")

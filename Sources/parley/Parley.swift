@@ -64,7 +64,13 @@ struct Serve: AsyncParsableCommand {
         if let bcryptCost { config.bcryptCost = bcryptCost }
         if let maxMessageBytes { config.limits.maxMessageBytes = maxMessageBytes }
         if !corsOrigins.isEmpty { config.corsAllowedOrigins = corsOrigins }
-        if let store { config.store = store }
+        if let store {
+            do {
+                config.store = try .init(parsing: store)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+        }
         if let redis { config.redisURL = redis }
         if let nodeID { config.nodeID = nodeID }
         if secureCookies { config.secureCookies = true }

@@ -57,22 +57,26 @@ struct Seed: AsyncParsableCommand {
         var config = ParleyConfiguration()
         try config.apply(environment: ProcessInfo.processInfo.environment)
         config.dataDirectory = dataDirectory
-        if let store = self.store { config.store = store }
-        let store: any ChatStore
-        var sqlite: SQLiteChatStore?
-        if config.store == "sqlite" {
-            try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
-            sqlite = try SQLiteChatStore(
-                configuration: .init(path: (dataDirectory as NSString).appendingPathComponent("parley.sqlite"), synchronousFull: false),
-                logger: logger
-            )
-            store = sqlite!
-        } else {
+        if let store = self.store { config.store = try .init(parsing: store) }
+        if config.store != .sqlite {
             guard config.jwtSecret != nil, messagesPerConversation == 0 else {
                 throw ValidationError("seeding PostgreSQL needs the cluster's PARLEY_JWT_SECRET, and supports no --messages")
             }
-            store = try await PostgresChatStore(configuration: .init(url: config.store), logger: logger)
+        } else {
+            config.sqliteSynchronousFull = false
+            try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         }
+        // Only the store: seeding needs no bus, presence or rate limits.
+        config.redisURL = nil
+        let adapters = try Adapters.make(configuration: config, logger: logger)
+        let summary = try await adapters.withRunning { [self, config, logger] in
+            try await seed(into: adapters.store, config: config, logger: logger)
+        }
+        print(summary)
+    }
+
+    /// Writes the users, sessions, conversations and history; returns the summary line.
+    private func seed(into store: any ChatStore, config: ParleyConfiguration, logger: Logger) async throws -> String {
         let secret = try config.jwtSecret ?? JWTSecretFile.loadOrCreate(directory: dataDirectory, logger: logger)
         let tokens = try await JWTAccessTokens(secret: secret, lifetimeSeconds: tokenHours * 3600)
         let password = "bench-password"
@@ -121,7 +125,7 @@ struct Seed: AsyncParsableCommand {
                 conversations.append(SeedConversation(id: group.id.lowercased, members: members, lastSeq: messagesPerConversation))
             }
         }
-        if messagesPerConversation > 0, let store = sqlite {
+        if messagesPerConversation > 0, let store = store as? SQLiteChatStore {
             let filler = String(repeating: "lorem ipsum ", count: 6)
             for (number, conversation) in conversations.enumerated() {
                 try await store.seedHistory(
@@ -135,11 +139,9 @@ struct Seed: AsyncParsableCommand {
             }
             FileHandle.standardError.write(Data("\n".utf8))
         }
-        try sqlite?.close()
-        (store as? PostgresChatStore)?.close()
         let data = try JSONEncoder().encode(SeedFile(password: password, users: seeded, conversations: conversations))
         try data.write(to: URL(fileURLWithPath: out))
         let history = messagesPerConversation > 0 ? ", \(messagesPerConversation * conversations.count) messages" : ""
-        print("seed: \(users) users, \(conversations.count) \(layout) conversations\(history) in \(ContinuousClock.now - started) → \(out)")
+        return "seed: \(users) users, \(conversations.count) \(layout) conversations\(history) in \(ContinuousClock.now - started) → \(out)"
     }
 }

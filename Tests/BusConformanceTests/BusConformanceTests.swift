@@ -16,10 +16,15 @@ final class DeliveryLog: Sendable {
 
     /// Waits until at least `count` deliveries arrived (polling; a remote bus delivers asynchronously).
     func wait(for count: Int, timeout: Duration = .seconds(5)) async throws -> [BusDelivery] {
+        try await wait(timeout: timeout) { $0.count >= count }
+    }
+
+    /// Waits until the deliveries so far satisfy `done`.
+    func wait(timeout: Duration = .seconds(5), until done: ([BusDelivery]) -> Bool) async throws -> [BusDelivery] {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             let current = all
-            if current.count >= count { return current }
+            if done(current) { return current }
             try await Task.sleep(for: .milliseconds(5))
         }
         return all
@@ -34,102 +39,98 @@ struct BusConformanceTests {
 
     @Test("events reach subscribed recipients only, with the event intact", arguments: BusFactory.all)
     func subscribedOnly(factory: BusFactory) async throws {
-        let pair = try await factory.make()
-        let log = DeliveryLog()
-        try await pair.subscriber.start { log.append($0) }
-        let alice = UUID()
-        let bob = UUID()
-        let carol = UUID()
-        try await pair.subscriber.subscribe(alice)
-        try await pair.subscriber.subscribe(bob)
+        try await factory.with { pair in
+            let log = DeliveryLog()
+            try await pair.subscriber.start { log.append($0) }
+            let alice = UUID()
+            let bob = UUID()
+            let carol = UUID()
+            try await pair.subscriber.subscribe(alice)
+            try await pair.subscriber.subscribe(bob)
 
-        pair.publisher.publish(.message(Self.sample), to: [alice, bob, carol])
-        pair.publisher.publish(.message(Self.sample), to: [carol])
-        // A marker published last: once it arrives, everything before it has too.
-        pair.publisher.publish(.typing(conversationID: UUID(), userID: carol, state: .stop), to: [alice])
-        let deliveries = try await log.wait(for: 2)
-        let recipients = deliveries.flatMap(\.recipients)
-        #expect(recipients.filter { $0 == alice }.count == 2)
-        #expect(recipients.filter { $0 == bob }.count == 1)
-        #expect(!recipients.contains(carol))
-        #expect(deliveries.first?.event == .message(Self.sample))
-        await pair.subscriber.shutdown()
-        await pair.teardown()
+            pair.publisher.publish(.message(Self.sample), to: [alice, bob, carol])
+            pair.publisher.publish(.message(Self.sample), to: [carol])
+            // A marker published last: once it arrives, everything before it has too.
+            pair.publisher.publish(.typing(conversationID: UUID(), userID: carol, state: .stop), to: [alice])
+            let deliveries = try await log.wait { $0.contains { if case .typing = $0.event { true } else { false } } }
+            let recipients = deliveries.flatMap(\.recipients)
+            #expect(recipients.filter { $0 == alice }.count == 2)
+            #expect(recipients.filter { $0 == bob }.count == 1)
+            #expect(!recipients.contains(carol))
+            #expect(deliveries.first?.event == .message(Self.sample))
+        }
     }
 
     @Test("after unsubscribing, a user's events stop arriving", arguments: BusFactory.all)
     func unsubscribe(factory: BusFactory) async throws {
-        let pair = try await factory.make()
-        let log = DeliveryLog()
-        try await pair.subscriber.start { log.append($0) }
-        let alice = UUID()
-        let bob = UUID()
-        try await pair.subscriber.subscribe(alice)
-        try await pair.subscriber.subscribe(bob)
-        try await pair.subscriber.unsubscribe(alice)
-        pair.publisher.publish(.message(Self.sample), to: [alice])
-        pair.publisher.publish(.presence(Presence(userID: alice, status: .online, lastSeenAt: nil)), to: [bob])
-        let deliveries = try await log.wait(for: 1)
-        #expect(deliveries.count == 1)
-        #expect(deliveries.first?.recipients == [bob])
-        await pair.subscriber.shutdown()
-        await pair.teardown()
+        try await factory.with { pair in
+            let log = DeliveryLog()
+            try await pair.subscriber.start { log.append($0) }
+            let alice = UUID()
+            let bob = UUID()
+            try await pair.subscriber.subscribe(alice)
+            try await pair.subscriber.subscribe(bob)
+            try await pair.subscriber.unsubscribe(alice)
+            pair.publisher.publish(.message(Self.sample), to: [alice])
+            pair.publisher.publish(.presence(Presence(userID: alice, status: .online, lastSeenAt: nil)), to: [bob])
+            let deliveries = try await log.wait(for: 1)
+            #expect(deliveries.count == 1)
+            #expect(deliveries.first?.recipients == [bob])
+        }
     }
 
     @Test("events from one publisher arrive in the order they were published", arguments: BusFactory.all)
     func ordering(factory: BusFactory) async throws {
-        let pair = try await factory.make()
-        let log = DeliveryLog()
-        try await pair.subscriber.start { log.append($0) }
-        let alice = UUID()
-        try await pair.subscriber.subscribe(alice)
-        let conversation = UUID()
-        for seq in 1...500 {
-            var message = Self.sample
-            message.conversationID = conversation
-            message.seq = Int64(seq)
-            pair.publisher.publish(.message(message), to: [alice])
+        try await factory.with { pair in
+            let log = DeliveryLog()
+            try await pair.subscriber.start { log.append($0) }
+            let alice = UUID()
+            try await pair.subscriber.subscribe(alice)
+            let conversation = UUID()
+            for seq in 1...500 {
+                var message = Self.sample
+                message.conversationID = conversation
+                message.seq = Int64(seq)
+                pair.publisher.publish(.message(message), to: [alice])
+            }
+            let deliveries = try await log.wait(for: 500)
+            let seqs = deliveries.compactMap { delivery -> Int64? in
+                if case .message(let message) = delivery.event { return message.seq }
+                return nil
+            }
+            #expect(seqs == (1...500).map(Int64.init))
         }
-        let deliveries = try await log.wait(for: 500)
-        let seqs = deliveries.compactMap { delivery -> Int64? in
-            if case .message(let message) = delivery.event { return message.seq }
-            return nil
-        }
-        #expect(seqs == (1...500).map(Int64.init))
-        await pair.subscriber.shutdown()
-        await pair.teardown()
     }
 
     @Test("every kind of event survives the trip", arguments: BusFactory.all)
     func roundTrip(factory: BusFactory) async throws {
-        let pair = try await factory.make()
-        let log = DeliveryLog()
-        try await pair.subscriber.start { log.append($0) }
-        let alice = UUID()
-        try await pair.subscriber.subscribe(alice)
-        let conversation = Conversation(
-            id: UUID(),
-            type: .group,
-            name: "Crew",
-            hasPasscode: true,
-            lastSeq: 3,
-            lastMessage: Self.sample,
-            members: [Member(userID: alice, role: .owner, readSeq: 3, deliveredSeq: 3, joinedAt: Date(timeIntervalSince1970: 1_800_000_000))],
-            createdAt: Date(timeIntervalSince1970: 1_800_000_000),
-            updatedAt: Date(timeIntervalSince1970: 1_800_000_001)
-        )
-        let events: [ChatEvent] = [
-            .message(Self.sample),
-            .receipt(conversationID: conversation.id, userID: alice, kind: .read, seq: 3),
-            .typing(conversationID: conversation.id, userID: alice, state: .start),
-            .presence(Presence(userID: alice, status: .offline, lastSeenAt: Date(timeIntervalSince1970: 1_800_000_002))),
-            .conversation(.updated, conversation),
-            .sessionRevoked(sessionID: UUID()),
-        ]
-        for event in events { pair.publisher.publish(event, to: [alice]) }
-        let deliveries = try await log.wait(for: events.count)
-        #expect(deliveries.map(\.event) == events)
-        await pair.subscriber.shutdown()
-        await pair.teardown()
+        try await factory.with { pair in
+            let log = DeliveryLog()
+            try await pair.subscriber.start { log.append($0) }
+            let alice = UUID()
+            try await pair.subscriber.subscribe(alice)
+            let conversation = Conversation(
+                id: UUID(),
+                type: .group,
+                name: "Crew",
+                hasPasscode: true,
+                lastSeq: 3,
+                lastMessage: Self.sample,
+                members: [Member(userID: alice, role: .owner, readSeq: 3, deliveredSeq: 3, joinedAt: Date(timeIntervalSince1970: 1_800_000_000))],
+                createdAt: Date(timeIntervalSince1970: 1_800_000_000),
+                updatedAt: Date(timeIntervalSince1970: 1_800_000_001)
+            )
+            let events: [ChatEvent] = [
+                .message(Self.sample),
+                .receipt(conversationID: conversation.id, userID: alice, kind: .read, seq: 3),
+                .typing(conversationID: conversation.id, userID: alice, state: .start),
+                .presence(Presence(userID: alice, status: .offline, lastSeenAt: Date(timeIntervalSince1970: 1_800_000_002))),
+                .conversation(.updated, conversation),
+                .sessionRevoked(sessionID: UUID()),
+            ]
+            for event in events { pair.publisher.publish(event, to: [alice]) }
+            let deliveries = try await log.wait(for: events.count)
+            #expect(deliveries.map(\.event) == events)
+        }
     }
 }

@@ -65,20 +65,17 @@ struct MessageConformanceTests {
             func request(_ body: String, _ sender: User, _ conversation: Conversation, _ clientMsgID: String?) -> SendRequest {
                 SendRequest(conversationID: conversation.id, senderID: sender.id, clientMsgID: clientMsgID, body: body)
             }
-            // Enqueued back to back, so they share commits: each still gets its own outcome.
-            let promises = [
-                store.enqueueSend(request("one", alice, team, "b-1")),
-                store.enqueueSend(request("sneaky", mallory, team, "m-1")),
-                store.enqueueSend(request("two", bob, pair, "b-1")),
-                store.enqueueSend(request("earlier again", alice, team, "e-1")),
-                store.enqueueSend(request("three", bob, team, nil)),
-                store.enqueueSend(request("one again", alice, team, "b-1")),
-                store.enqueueSend(request("four", bob, pair, "b-2")),
-            ]
-            var outcomes: [Result<SendResult, any Error>] = []
-            for promise in promises {
-                do { outcomes.append(.success(try await promise.value)) } catch { outcomes.append(.failure(error)) }
-            }
+            // One batch, so one transaction: each request still gets its own outcome.
+            let outcomes = try await store.appendBatch([
+                request("one", alice, team, "b-1"),
+                request("sneaky", mallory, team, "m-1"),
+                request("two", bob, pair, "b-1"),
+                request("earlier again", alice, team, "e-1"),
+                request("three", bob, team, nil),
+                request("one again", alice, team, "b-1"),
+                request("four", bob, pair, "b-2"),
+            ])
+            #expect(outcomes.count == 7)
 
             #expect(try outcomes[0].get().message.seq == 2)
             #expect(!(try outcomes[0].get().replayed))
@@ -128,6 +125,37 @@ struct MessageConformanceTests {
             #expect(page.messages.map(\.seq) == Array(1...200))
             #expect(!page.hasMore)
             #expect(Set(page.messages.compactMap(\.clientMsgID)).count == 200)
+        }
+    }
+
+    @Test("two nodes on one database sending batches to one conversation at once: seqs stay gapless", arguments: StoreFactory.all)
+    func twoNodesOneConversation(factory: StoreFactory) async throws {
+        try await factory.withTwoNodes { nodeA, nodeB in
+            let alice = try await nodeA.makeUser("alice")
+            let bob = try await nodeA.makeUser("bob")
+            let group = try await nodeA.makeGroup(owner: alice, members: [bob])
+            // Each node commits 20 batches of 10, both at the same time, as two pipelines would.
+            func sendAll(from node: any ChatStore, sender: User, tag: String) async throws -> [Int64] {
+                var seqs: [Int64] = []
+                for batch in 0..<20 {
+                    let requests = (0..<10).map { i in
+                        SendRequest(conversationID: group.id, senderID: sender.id, clientMsgID: "\(tag)-\(batch)-\(i)", body: "\(tag) \(batch).\(i)")
+                    }
+                    let outcomes = try await node.appendBatch(requests)
+                    let batchSeqs = try outcomes.map { try $0.get().message.seq }
+                    #expect(batchSeqs == batchSeqs.sorted(), "within a batch, request order is seq order")
+                    seqs += batchSeqs
+                }
+                return seqs
+            }
+            async let fromA = sendAll(from: nodeA, sender: alice, tag: "a")
+            async let fromB = sendAll(from: nodeB, sender: bob, tag: "b")
+            let (seqsA, seqsB) = try await (fromA, fromB)
+            #expect(Set(seqsA).isDisjoint(with: seqsB), "no seq was handed out twice")
+            #expect(Set(seqsA + seqsB) == Set(1...400), "no gap")
+            let page = try await nodeB.messages(conversationID: group.id, cursor: .after(0), limit: 500)
+            #expect(page.messages.map(\.seq) == Array(1...400))
+            #expect(try await nodeA.conversation(id: group.id)?.lastSeq == 400)
         }
     }
 

@@ -1,7 +1,6 @@
 import Foundation
 import ParleyCore
 import ParleyTestSupport
-import Synchronization
 import Testing
 
 @Suite("ChatStore conformance: what the real-time gateway needs")
@@ -39,48 +38,25 @@ struct RealtimeSupportConformanceTests {
         }
     }
 
-    @Test("sends enqueued in order commit in order; the commit listener sees them in seq order with recipients", arguments: StoreFactory.all)
-    func enqueueOrderAndListener(factory: StoreFactory) async throws {
+    @Test("appendBatch: one outcome per request, in request order, with the members as recipients; a replay is flagged", arguments: StoreFactory.all)
+    func appendBatchOrder(factory: StoreFactory) async throws {
         try await factory.with { store in
             let alice = try await store.makeUser("alice")
             let bob = try await store.makeUser("bob")
             let group = try await store.makeGroup(owner: alice, members: [bob])
-            let committed = CommitLog()
-            store.setCommitListener { results in committed.append(results) }
-
-            let promises = (1...100).map { i in
-                store.enqueueSend(SendRequest(conversationID: group.id, senderID: alice.id, clientMsgID: "k\(i)", body: "m\(i)"))
+            let requests = (1...100).map { i in
+                SendRequest(conversationID: group.id, senderID: alice.id, clientMsgID: "k\(i)", body: "m\(i)")
             }
-            var seqs: [Int64] = []
-            for promise in promises { seqs.append(try await promise.value.message.seq) }
-            #expect(seqs == Array(1...100), "enqueue order is seq order")
+            let outcomes = try await store.appendBatch(requests)
+            #expect(outcomes.count == 100)
+            #expect(try outcomes.map { try $0.get().message.seq } == Array(1...100), "request order is seq order")
+            #expect(try outcomes.map { try $0.get().message.body } == requests.map(\.body))
+            #expect(try outcomes.allSatisfy { try Set($0.get().recipients) == [alice.id, bob.id] })
 
-            let replay = try await store.send(SendRequest(conversationID: group.id, senderID: alice.id, clientMsgID: "k1", body: "m1"))
-            #expect(replay.replayed)
-            // The listener runs on the commit path, just after the callers are released.
-            let seen = try await committed.wait(for: 101)
-            let fresh = seen.filter { !$0.replayed }
-            #expect(fresh.map(\.message.seq) == Array(1...100))
-            #expect(fresh.allSatisfy { Set($0.recipients) == [alice.id, bob.id] })
-            #expect(seen.last?.replayed == true, "replays are reported too, flagged")
+            let replay = try await store.appendBatch([requests[0]])
+            #expect(try replay[0].get().replayed)
+            #expect(try replay[0].get().message == outcomes[0].get().message)
+            #expect(try await store.conversation(id: group.id)?.lastSeq == 100, "a replay writes nothing")
         }
-    }
-}
-
-/// What a commit listener was told.
-final class CommitLog: Sendable {
-    private let results = Mutex<[SendResult]>([])
-
-    func append(_ batch: [SendResult]) {
-        results.withLock { $0.append(contentsOf: batch) }
-    }
-
-    func wait(for count: Int) async throws -> [SendResult] {
-        for _ in 0..<500 {
-            let current = results.withLock { $0 }
-            if current.count >= count { return current }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        return results.withLock { $0 }
     }
 }

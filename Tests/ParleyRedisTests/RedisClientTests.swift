@@ -67,34 +67,37 @@ struct RedisClientTests {
         let subscriber = RedisSubscriber(configuration: configuration, logger: .quiet) { _, payload in
             received.withLock { $0.append(String(decoding: payload, as: UTF8.self)) }
         }
-        try await subscriber.start()
-        defer { subscriber.stop() }
-        let channel = configuration.keyPrefix + "news"
-        try await subscriber.subscribe(channel)
-        #expect(try await admin.command(["PUBLISH", channel, "one"]).integer == 1)
-        #expect(try await client.command(["PING"]).string == "PONG")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await subscriber.run() }
+            defer { group.cancelAll() }
+            try await subscriber.waitUntilConnected(timeout: .seconds(5))
+            let channel = configuration.keyPrefix + "news"
+            try await subscriber.subscribe(channel)
+            #expect(try await admin.command(["PUBLISH", channel, "one"]).integer == 1)
+            #expect(try await client.command(["PING"]).string == "PONG")
 
-        // Kill both of this test's connections (the pool's and the subscriber's), found by client name.
-        let list = try await admin.command(["CLIENT", "LIST"]).string ?? ""
-        var killed = 0
-        for line in list.split(separator: "\n") where line.contains(" name=\(configuration.clientName ?? "-") ") {
-            guard let id = line.split(separator: " ").first?.split(separator: "=").last else { continue }
-            killed += Int(try await admin.command(["CLIENT", "KILL", "ID", String(id)]).integer ?? 0)
-        }
-        #expect(killed == 2)
-        _ = try? await client.command(["PING"])  // may fail once: the connection was killed under it
-        #expect(try await client.command(["ECHO", "back"]).string == "back")
+            // Kill both of this test's connections (the pool's and the subscriber's), found by client name.
+            let list = try await admin.command(["CLIENT", "LIST"]).string ?? ""
+            var killed = 0
+            for line in list.split(separator: "\n") where line.contains(" name=\(configuration.clientName ?? "-") ") {
+                guard let id = line.split(separator: " ").first?.split(separator: "=").last else { continue }
+                killed += Int(try await admin.command(["CLIENT", "KILL", "ID", String(id)]).integer ?? 0)
+            }
+            #expect(killed == 2)
+            _ = try? await client.command(["PING"])  // may fail once: the connection was killed under it
+            #expect(try await client.command(["ECHO", "back"]).string == "back")
 
-        // The subscriber comes back by itself; wait until Redis counts it again, then publish.
-        var subscribers: Int64 = 0
-        for _ in 0..<100 where subscribers == 0 {
-            try await Task.sleep(for: .milliseconds(50))
-            subscribers = try await admin.command(["PUBSUB", "NUMSUB", channel]).array?.last?.integer ?? 0
+            // The subscriber comes back by itself; wait until Redis counts it again, then publish.
+            var subscribers: Int64 = 0
+            for _ in 0..<100 where subscribers == 0 {
+                try await Task.sleep(for: .milliseconds(50))
+                subscribers = try await admin.command(["PUBSUB", "NUMSUB", channel]).array?.last?.integer ?? 0
+            }
+            #expect(subscribers == 1)
+            _ = try await admin.command(["PUBLISH", channel, "two"])
+            for _ in 0..<100 where received.withLock({ $0.count }) < 2 { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(received.withLock { $0 } == ["one", "two"])
         }
-        #expect(subscribers == 1)
-        _ = try await admin.command(["PUBLISH", channel, "two"])
-        for _ in 0..<100 where received.withLock({ $0.count }) < 2 { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(received.withLock { $0 } == ["one", "two"])
     }
 
     @Test("URLs are parsed, and bad ones rejected with a clear error")

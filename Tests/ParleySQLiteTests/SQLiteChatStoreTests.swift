@@ -13,12 +13,14 @@ struct SQLiteChatStoreTests {
         defer { directory.remove() }
         let path = directory.file("parley.sqlite")
         let first = try SQLiteChatStore(configuration: .init(path: path), logger: .quiet)
+        try await first.migrate()
         let alice = try await first.createUser(NewUser(username: "alice", email: "a@example.com", displayName: "A", passwordHash: "h"))
         let group = try await first.createGroup(id: .v7(), name: "G", ownerID: alice.id, memberIDs: [], passcodeHash: nil, now: .now)
         _ = try await first.send(SendRequest(conversationID: group.id, senderID: alice.id, clientMsgID: "x", body: "kept"))
         try first.close()
 
         let second = try SQLiteChatStore(configuration: .init(path: path), logger: .quiet)
+        try await second.migrate()
         #expect(try await second.user(id: alice.id)?.username == "alice")
         let page = try await second.messages(conversationID: group.id, cursor: .latest, limit: 10)
         #expect(page.messages.map(\.body) == ["kept"])

@@ -22,11 +22,32 @@ public struct BusFactory: Sendable, CustomTestStringConvertible {
         let configuration = try RedisFixtures.configuration()
         let publisher = RedisBus(configuration: configuration, logger: .quiet)
         let subscriber = RedisBus(configuration: configuration, logger: .quiet)
-        try await publisher.start { _ in }
-        return BusPair(publisher: publisher, subscriber: subscriber) { await publisher.shutdown() }
+        return BusPair(publisher: publisher, subscriber: subscriber) {}
     }
 
     public static let all: [BusFactory] = TestEnvironment.redisURL == nil ? [.inProcess] : [.inProcess, .redis]
+}
+
+extension BusFactory {
+    /// Runs `body` with a fresh pair whose buses are running (the publisher started), then stops them.
+    public func with(_ body: (BusPair) async throws -> Void) async throws {
+        let pair = try await make()
+        let shared = (pair.publisher as AnyObject) === (pair.subscriber as AnyObject)
+        let buses: [any Bus] = shared ? [pair.publisher] : [pair.publisher, pair.subscriber]
+        let outcome: Result<Void, any Error> = await withTaskGroup(of: Void.self) { group in
+            for bus in buses { group.addTask { try? await bus.run() } }
+            defer { group.cancelAll() }
+            do {
+                if !shared { try await pair.publisher.start { _ in } }
+                try await body(pair)
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        await pair.teardown()
+        try outcome.get()
+    }
 }
 
 public struct BusPair: Sendable {

@@ -17,11 +17,13 @@ public struct StoreFactory: Sendable, CustomTestStringConvertible {
 
     public static let sqlite = StoreFactory(name: "SQLite") {
         let directory = try TemporaryDirectory(prefix: "parley-store")
-        let store = try SQLiteChatStore(
-            configuration: .init(path: directory.file("parley.sqlite"), synchronousFull: false),
-            logger: .quiet
+        let path = directory.file("parley.sqlite")
+        let store = try SQLiteChatStore(configuration: .init(path: path, synchronousFull: false), logger: .quiet)
+        return StoreHandle(
+            store: store,
+            another: { try SQLiteChatStore(configuration: .init(path: path, synchronousFull: false), logger: .quiet) },
+            teardown: { directory.remove() }
         )
-        return StoreHandle(store: store) { directory.remove() }
     }
 
     /// PostgreSQL at `PARLEY_TEST_POSTGRES_URL`: every store gets a schema of its own, dropped afterwards.
@@ -32,11 +34,12 @@ public struct StoreFactory: Sendable, CustomTestStringConvertible {
         configuration.schema = schema
         configuration.maxConnections = 4
         try await PostgresAdmin.execute("CREATE SCHEMA \(schema)", url: url)
-        let store = try await PostgresChatStore(configuration: configuration, logger: .quiet)
-        return StoreHandle(store: store) {
-            store.close()
-            try? await PostgresAdmin.execute("DROP SCHEMA \(schema) CASCADE", url: url)
-        }
+        let store = PostgresChatStore(configuration: configuration, logger: .quiet)
+        return StoreHandle(
+            store: store,
+            another: { [configuration] in PostgresChatStore(configuration: configuration, logger: .quiet) },
+            teardown: { try? await PostgresAdmin.execute("DROP SCHEMA \(schema) CASCADE", url: url) }
+        )
     }
 
     /// SQLite always; PostgreSQL when `PARLEY_TEST_POSTGRES_URL` names a server.
@@ -53,9 +56,11 @@ public enum PostgresAdmin {
                 database: configuration.database, tls: .disable),
             backgroundLogger: .quiet
         )
-        let runner = Task { await client.run() }
-        defer { runner.cancel() }
-        for try await _ in try await client.query(PostgresQuery(unsafeSQL: sql)) {}
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            for try await _ in try await client.query(PostgresQuery(unsafeSQL: sql)) {}
+        }
     }
 }
 
@@ -66,25 +71,53 @@ public struct TestEnvironmentError: Error, CustomStringConvertible {
 
 public struct StoreHandle: Sendable {
     public let store: any ChatStore
+    /// A second adapter instance on the same database: another node of a cluster.
+    public let another: @Sendable () throws -> any ChatStore
     public let teardown: @Sendable () async -> Void
 
-    public init(store: any ChatStore, teardown: @escaping @Sendable () async -> Void) {
+    public init(store: any ChatStore, another: @escaping @Sendable () throws -> any ChatStore, teardown: @escaping @Sendable () async -> Void) {
         self.store = store
+        self.another = another
         self.teardown = teardown
     }
 }
 
 extension StoreFactory {
-    /// Runs `body` with a fresh store and always tears it down.
+    /// Runs `body` with a fresh, running and migrated store, then stops it (as a node's shutdown
+    /// would) and always tears it down.
     public func with<T: Sendable>(_ body: (any ChatStore) async throws -> T) async throws -> T {
         let handle = try await make()
-        do {
-            let result = try await body(handle.store)
-            await handle.teardown()
-            return result
-        } catch {
-            await handle.teardown()
-            throw error
+        let outcome: Result<T, any Error> = await StoreHandle.running(handle.store, body)
+        await handle.teardown()
+        return try outcome.get()
+    }
+}
+
+extension StoreFactory {
+    /// Runs `body` with two running store instances on one fresh database, as two nodes see it.
+    public func withTwoNodes<T: Sendable>(_ body: (any ChatStore, any ChatStore) async throws -> T) async throws -> T {
+        let handle = try await make()
+        let outcome: Result<T, any Error> = await StoreHandle.running(handle.store) { first in
+            let second = try handle.another()
+            return try await StoreHandle.running(second) { second in try await body(first, second) }.get()
+        }
+        await handle.teardown()
+        return try outcome.get()
+    }
+}
+
+extension StoreHandle {
+    /// Runs `store`'s service around `body`: migrated first, stopped (cancelled) afterwards.
+    public static func running<T: Sendable>(_ store: any ChatStore, _ body: (any ChatStore) async throws -> T) async -> Result<T, any Error> {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await store.run() }
+            defer { group.cancelAll() }
+            do {
+                try await store.migrate()
+                return .success(try await body(store))
+            } catch {
+                return .failure(error)
+            }
         }
     }
 }

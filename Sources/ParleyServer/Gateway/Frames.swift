@@ -1,17 +1,96 @@
 import Foundation
 import ParleyCore
 
-/// A frame from a client. Fields not used by its `type` are ignored; a field of the wrong type
-/// makes the whole frame invalid.
-struct ClientFrame: Decodable, Sendable {
-    var type: String
-    var token: String?
-    var conversationId: String?
-    var clientMsgId: String?
-    var body: String?
-    var state: String?
-    var seq: Int64?
-    var cursors: [String: Int64]?
+/// A frame from a client, decoded and checked: one case per frame type, with typed fields.
+/// Decoding fails with a `ClientFrame.Invalid` that carries the error frame to send back.
+enum ClientFrame: Sendable {
+    case auth(token: String)
+    case send(conversationID: UUID, clientMsgID: String?, body: String)
+    case typing(conversationID: UUID, state: TypingState)
+    case receipt(Watermark, conversationID: UUID, seq: Int64)
+    /// Last seen seq per conversation id (keys are checked one by one, so that one bad key does not
+    /// spoil the others).
+    case sync(cursors: [String: Int64])
+    case ping
+
+    /// Why a frame was refused, and what its error frame refers to.
+    struct Invalid: Error {
+        /// The frame's `type`, when it had a string one.
+        var type: String?
+        var error: ParleyError
+        /// The frame's clientMsgId or conversationId, echoed as the error's `ref`.
+        var ref: String?
+    }
+
+    /// Whether the frame may be sent before the socket is authenticated.
+    var allowedBeforeAuth: Bool {
+        switch self {
+        case .auth, .ping: true
+        default: false
+        }
+    }
+
+    /// The fields any frame may carry. A field of the wrong JSON type makes the whole frame invalid;
+    /// fields its `type` does not use are ignored.
+    private struct Fields: Decodable {
+        var type: String
+        var token: String?
+        var conversationId: String?
+        var clientMsgId: String?
+        var body: String?
+        var state: String?
+        var seq: Int64?
+        var cursors: [String: Int64]?
+    }
+
+    private static let malformed = ParleyError.invalid(
+        "Frame is not a JSON object with a string \"type\" and valid fields.", code: ParleyError.Code.invalidFrame)
+
+    /// Decodes one text frame.
+    static func decode(_ text: String) throws(Invalid) -> ClientFrame {
+        let fields: Fields
+        do {
+            fields = try APIJSON.decoder.decode(Fields.self, from: Data(text.utf8))
+        } catch {
+            throw Invalid(type: nil, error: malformed)
+        }
+        let ref = fields.clientMsgId ?? fields.conversationId
+        func invalid(_ message: String, code: String = ParleyError.Code.invalidFrame) -> Invalid {
+            Invalid(type: fields.type, error: .invalid(message, code: code), ref: ref)
+        }
+        func conversationID() throws(Invalid) -> UUID {
+            guard let raw = fields.conversationId, let id = UUID(canonical: raw) else {
+                throw invalid("conversationId must be a conversation id.")
+            }
+            return id
+        }
+        switch fields.type {
+        case "auth":
+            guard let token = fields.token else { throw invalid("auth needs a token.") }
+            return .auth(token: token)
+        case "send":
+            let id = try conversationID()
+            guard let body = fields.body else { throw invalid("send needs a body.") }
+            return .send(conversationID: id, clientMsgID: fields.clientMsgId, body: body)
+        case "typing":
+            let id = try conversationID()
+            guard let state = fields.state.flatMap(TypingState.init(rawValue:)) else {
+                throw invalid("state must be \"start\" or \"stop\".")
+            }
+            return .typing(conversationID: id, state: state)
+        case "delivered", "read":
+            let id = try conversationID()
+            guard let seq = fields.seq else { throw invalid("\(fields.type) needs a seq.") }
+            return .receipt(fields.type == "read" ? .read : .delivered, conversationID: id, seq: seq)
+        case "sync":
+            guard let cursors = fields.cursors else { throw invalid("sync needs cursors.") }
+            return .sync(cursors: cursors)
+        case "ping":
+            return .ping
+        default:
+            throw invalid("Unknown frame type.", code: ParleyError.Code.unknownType)
+        }
+    }
 }
 
 /// Server → client frames. Each encodes to one JSON text frame with a `type` field.
@@ -36,6 +115,8 @@ enum ServerFrame {
         var code: String
         var message: String
         var ref: String?
+        /// For retryable errors (`overloaded`, `rate_limited`, `*_unavailable`): when to retry.
+        var retryAfterSeconds: Int?
     }
 
     struct MessageFrame: Encodable {
@@ -82,7 +163,7 @@ enum ServerFrame {
     }
 
     static func error(_ error: ParleyError, ref: String? = nil) -> String {
-        encode(ErrorFrame(code: error.code, message: error.message, ref: ref))
+        encode(ErrorFrame(code: error.code, message: error.message, ref: ref, retryAfterSeconds: error.retryAfterSeconds))
     }
 
     /// The frame for an event, as `viewer` should see it; nil for events that are not frames.

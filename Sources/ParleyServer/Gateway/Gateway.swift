@@ -227,17 +227,20 @@ final class SocketSession: Sendable {
             }
             refused = 0
             guard case .text(let text) = message else {
-                try await reply(ServerFrame.error(.invalid("Only JSON text frames are accepted.", code: "binary_not_supported")), connection)
+                try await reply(
+                    ServerFrame.error(.invalid("Only JSON text frames are accepted.", code: ParleyError.Code.binaryNotSupported)), connection)
                 continue
             }
             let frame: ClientFrame
             do {
-                frame = try APIJSON.decoder.decode(ClientFrame.self, from: Data(text.utf8))
+                frame = try ClientFrame.decode(text)
             } catch {
-                try await reply(
-                    ServerFrame.error(.invalid("Frame is not a JSON object with a string \"type\" and valid fields.", code: "invalid_frame")),
-                    connection
-                )
+                // Before authentication, only auth and ping frames get more than "authenticate first".
+                if connection == nil, !["auth", "ping", nil].contains(error.type) {
+                    try await reply(ServerFrame.error(Self.authenticateFirst), nil)
+                } else {
+                    try await reply(ServerFrame.error(error.error, ref: error.ref), connection)
+                }
                 continue
             }
             if let connection {
@@ -278,13 +281,11 @@ final class SocketSession: Sendable {
         }
     }
 
+    static let authenticateFirst = ParleyError.unauthenticated("Send an auth frame first.")
+
     private func authenticate(_ frame: ClientFrame) async throws -> Connection? {
-        switch frame.type {
-        case "auth":
-            guard let token = frame.token else {
-                try await reply(ServerFrame.error(.invalid("auth needs a token.", code: "invalid_frame")), nil)
-                return nil
-            }
+        switch frame {
+        case .auth(let token):
             do {
                 let identity = try await gateway.authenticator.authenticate(token: token, viaCookie: false)
                 return try await open(identity)
@@ -296,11 +297,11 @@ final class SocketSession: Sendable {
                 try await outbound.close(.policyViolation, reason: "authentication failed")
                 return nil
             }
-        case "ping":
+        case .ping:
             try await reply(ServerFrame.encode(ServerFrame.Pong()), nil)
             return nil
         default:
-            try await reply(ServerFrame.error(.unauthenticated("Send an auth frame first.")), nil)
+            try await reply(ServerFrame.error(Self.authenticateFirst), nil)
             return nil
         }
     }
@@ -309,40 +310,35 @@ final class SocketSession: Sendable {
 
     private func handle(_ frame: ClientFrame, _ connection: Connection) async {
         let userID = connection.userID
+        var ref: String?
         do {
-            switch frame.type {
-            case "send":
-                await send(frame, connection)
-            case "typing":
-                let conversationID = try Self.conversationID(frame)
-                guard let state = frame.state.flatMap(TypingState.init(rawValue:)) else {
-                    throw ParleyError.invalid("state must be \"start\" or \"stop\".", code: "invalid_frame")
-                }
+            switch frame {
+            case .send(let conversationID, let clientMsgID, let body):
+                await send(conversationID: conversationID, clientMsgID: clientMsgID, body: body, connection)
+            case .typing(let conversationID, let state):
+                ref = conversationID.lowercased
                 try await gateway.chat.setTyping(caller: userID, conversationID: conversationID, state: state)
-            case "delivered", "read":
-                let conversationID = try Self.conversationID(frame)
-                guard let seq = frame.seq else { throw ParleyError.invalid("\(frame.type) needs a seq.", code: "invalid_frame") }
-                try await gateway.chat.advance(frame.type == "read" ? .read : .delivered, caller: userID, conversationID: conversationID, seq: seq)
-            case "sync":
-                try await inChildTask { try await self.sync(frame, connection) }
-            case "ping":
+            case .receipt(let kind, let conversationID, let seq):
+                ref = conversationID.lowercased
+                try await gateway.chat.advance(kind, caller: userID, conversationID: conversationID, seq: seq)
+            case .sync(let cursors):
+                try await inChildTask { try await self.sync(cursors, connection) }
+            case .ping:
                 connection.enqueue(ServerFrame.encode(ServerFrame.Pong()))
-            case "auth":
-                throw ParleyError.invalid("This socket is already authenticated.", code: "already_authenticated")
-            default:
-                throw ParleyError.invalid("Unknown frame type.", code: "unknown_type")
+            case .auth:
+                throw ParleyError.invalid("This socket is already authenticated.", code: ParleyError.Code.alreadyAuthenticated)
             }
         } catch let error as ParleyError {
-            connection.enqueue(ServerFrame.error(error, ref: frame.clientMsgId ?? frame.conversationId))
+            connection.enqueue(ServerFrame.error(error, ref: ref))
         } catch {
             logger.error("frame failed", metadata: ["parley.error": "\(String(reflecting: error))"])
-            connection.enqueue(ServerFrame.error(.internal(detail: "\(error)"), ref: frame.clientMsgId ?? frame.conversationId))
+            connection.enqueue(ServerFrame.error(.internal(detail: "\(error)"), ref: ref))
         }
     }
 
     /// Queues the send in arrival order and moves on. The ack (or error) is queued on the socket the
     /// moment the commit resolves, before the message is published, so the sender hears `ack` first.
-    private func send(_ frame: ClientFrame, _ connection: Connection) async {
+    private func send(conversationID: UUID, clientMsgID: String?, body: String, _ connection: Connection) async {
         let inFlight = self.inFlight
         await withTaskCancellationHandler {
             await inFlight.acquire()
@@ -351,16 +347,12 @@ final class SocketSession: Sendable {
         }
         let promise: Promise<SendResult>
         do {
-            let conversationID = try Self.conversationID(frame)
-            guard let body = frame.body else { throw ParleyError.invalid("send needs a body.", code: "invalid_frame") }
             try await gateway.limiter.enforce("user:" + connection.userID.lowercased, policy: gateway.sendPolicy)
-            promise = try gateway.chat.enqueueSend(
-                caller: connection.userID, conversationID: conversationID, body: body, clientMsgID: frame.clientMsgId)
+            promise = try gateway.chat.enqueueSend(caller: connection.userID, conversationID: conversationID, body: body, clientMsgID: clientMsgID)
         } catch {
             promise = Promise()
             promise.resolve(.failure(error))
         }
-        let clientMsgID = frame.clientMsgId
         promise.whenResolved { result in
             inFlight.release()
             switch result {
@@ -374,15 +366,14 @@ final class SocketSession: Sendable {
         }
     }
 
-    private func sync(_ frame: ClientFrame, _ connection: Connection) async throws {
-        guard let cursors = frame.cursors else { throw ParleyError.invalid("sync needs cursors.", code: "invalid_frame") }
+    private func sync(_ cursors: [String: Int64], _ connection: Connection) async throws {
         guard cursors.count <= gateway.settings.maxSyncCursors else {
-            throw ParleyError.invalid("At most \(gateway.settings.maxSyncCursors) cursors per sync.", code: "too_many_cursors")
+            throw ParleyError.invalid("At most \(gateway.settings.maxSyncCursors) cursors per sync.", code: ParleyError.Code.tooManyCursors)
         }
         for (key, after) in cursors.sorted(by: { $0.key < $1.key }) {
             do {
                 guard let conversationID = UUID(canonical: key) else {
-                    throw ParleyError.invalid("Cursor keys must be conversation ids.", code: "invalid_id")
+                    throw ParleyError.invalid("Cursor keys must be conversation ids.", code: ParleyError.Code.invalidID)
                 }
                 let page = try await gateway.chat.sync(
                     caller: connection.userID,
@@ -402,12 +393,5 @@ final class SocketSession: Sendable {
                 connection.enqueue(ServerFrame.error(error, ref: key))
             }
         }
-    }
-
-    private static func conversationID(_ frame: ClientFrame) throws -> UUID {
-        guard let raw = frame.conversationId, let id = UUID(canonical: raw) else {
-            throw ParleyError.invalid("conversationId must be a conversation id.", code: "invalid_frame")
-        }
-        return id
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import ParleyCore
 import ServiceLifecycle
 
@@ -8,10 +9,10 @@ struct GatewayService: Service {
     let registry: ConnectionRegistry
     let chat: ChatService
     let presence: PresenceService
-    let bus: any Bus
     let interval: Duration
     /// Presence entries are renewed this often (well inside the registry's TTL).
     var presenceHeartbeat: Duration = .seconds(10)
+    let logger: Logger
 
     func run() async throws {
         await withDiscardingTaskGroup { group in
@@ -19,9 +20,13 @@ struct GatewayService: Service {
             group.addTask {
                 await cancelWhenGracefulShutdown {
                     var lastHeartbeat = ContinuousClock.now
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: interval)
-                        await chat.expireTyping(now: Date())
+                    // A timer, not a poll: each tick does the periodic work; shutdown cancels the sleep.
+                    while (try? await Task.sleep(for: interval)) != nil {
+                        do {
+                            try await chat.expireTyping(now: Date())
+                        } catch {
+                            logger.warning("typing expiry failed", metadata: ["parley.error": "\(error)"])
+                        }
                         if ContinuousClock.now - lastHeartbeat >= presenceHeartbeat {
                             lastHeartbeat = ContinuousClock.now
                             await heartbeat()
@@ -31,7 +36,6 @@ struct GatewayService: Service {
                 registry.finish()
             }
         }
-        await bus.shutdown()
     }
 
     /// Renews every open socket's presence entry in one call (one round trip with Redis), then
@@ -39,8 +43,16 @@ struct GatewayService: Service {
     private func heartbeat() async {
         let open = registry.all.map { PresenceConnection(userID: $0.userID, connectionID: $0.id) }
         if !open.isEmpty {
-            try? await presence.registry.heartbeat(open, now: Date())
+            do {
+                try await presence.registry.heartbeat(open, now: Date())
+            } catch {
+                logger.warning("presence heartbeat failed", metadata: ["parley.error": "\(error)", "parley.connections": "\(open.count)"])
+            }
         }
-        try? await presence.sweepLapsed()
+        do {
+            try await presence.sweepLapsed()
+        } catch {
+            logger.warning("presence sweep failed", metadata: ["parley.error": "\(error)"])
+        }
     }
 }

@@ -1,0 +1,78 @@
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+import ParleyCore
+
+/// The HTTP routes of a node: middleware, the web client, operations endpoints and the v1 API.
+func buildRouter(_ node: Node) -> Router<ParleyRequestContext> {
+    let configuration = node.configuration
+    let limiter = node.adapters.limiter
+    let allowedOrigins = Set(configuration.corsAllowedOrigins)
+
+    let router = Router(context: ParleyRequestContext.self)
+    router.add(middleware: MetricsMiddleware())
+    router.add(middleware: LogRequestsMiddleware(.debug))
+    router.add(middleware: SecurityHeadersMiddleware(hsts: configuration.secureCookies))
+    router.add(middleware: AllowListCORSMiddleware(allowedOrigins: allowedOrigins))
+    router.add(middleware: ErrorMiddleware())
+    router.add(
+        middleware: IPRateLimitMiddleware(limiter: limiter, policy: configuration.rateLimits.ip, trustProxy: configuration.trustProxyHeaders)
+    )
+    if let webRoot = configuration.webDirectory ?? WebClient.bundledRoot {
+        router.add(
+            middleware: FileMiddleware(
+                webRoot,
+                cacheControl: .init([(MediaType(type: .any), [.noCache])]),
+                searchForIndexHtml: true,
+                logger: node.logger
+            )
+        )
+    }
+
+    OperationsController(nodeID: configuration.nodeID, checks: node.adapters.readinessChecks).addRoutes(to: router)
+
+    let api = router.group("api/v1")
+    AuthController(
+        accounts: node.accounts,
+        authenticator: node.authenticator,
+        limiter: limiter,
+        authPolicy: configuration.rateLimits.auth,
+        maxRequestBytes: configuration.maxRequestBytes,
+        secureCookies: configuration.secureCookies,
+        trustProxy: configuration.trustProxyHeaders
+    ).addRoutes(to: api.group("auth"))
+
+    let authenticated = api.group().add(
+        middleware: AuthMiddleware(authenticator: node.authenticator, limiter: limiter, policy: configuration.rateLimits.api)
+    )
+    UserController(store: node.adapters.store, limits: configuration.limits).addRoutes(to: authenticated.group("users"))
+    ConversationController(
+        chat: node.chat,
+        limiter: limiter,
+        sendPolicy: configuration.rateLimits.send,
+        maxRequestBytes: configuration.maxRequestBytes
+    ).addRoutes(to: authenticated.group("conversations"))
+    PresenceController(presence: node.presence).addRoutes(to: authenticated.group("presence"))
+    api.get("ws") { _, _ -> Response in
+        throw ParleyError(.invalidInput, code: "upgrade_required", message: "This endpoint speaks WebSocket only.")
+    }
+    return router
+}
+
+/// The WebSocket upgrade route: rate-limited by IP, authenticated by cookie or header when present
+/// (otherwise by the first frame), then handed to the gateway.
+func buildWebSocketRouter(_ node: Node) -> Router<ParleyRequestContext> {
+    let configuration = node.configuration
+    let router = Router(context: ParleyRequestContext.self)
+    router.add(middleware: ErrorMiddleware())
+    router.add(
+        middleware: IPRateLimitMiddleware(
+            limiter: node.adapters.limiter, policy: configuration.rateLimits.ip, trustProxy: configuration.trustProxyHeaders)
+    )
+    router.add(middleware: WebSocketAuthMiddleware(authenticator: node.authenticator))
+    let gateway = node.gateway
+    router.ws("api/v1/ws") { inbound, outbound, context in
+        try await gateway.handle(inbound: inbound, outbound: outbound, context: context)
+    }
+    return router
+}
