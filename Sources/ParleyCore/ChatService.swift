@@ -165,9 +165,18 @@ public struct ChatService: Sendable {
 
     // MARK: Messages
 
-    /// Validates and queues a send; the promise resolves once it is committed. See `SendPipeline`.
-    public func enqueueSend(caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, now: Date = .now) throws -> Promise<SendResult> {
-        try pipeline.submit(caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, now: now)
+    /// Validates and queues a send; `whenResolved` runs once it is committed (or refused), before the
+    /// message is published. See `SendPipeline.submit`.
+    public func enqueueSend(
+        caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, now: Date = .now,
+        whenResolved: @escaping Promise<SendResult>.Callback
+    ) {
+        do {
+            _ = try pipeline.submit(
+                caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, now: now, whenResolved: whenResolved)
+        } catch {
+            whenResolved(.failure(error))
+        }
     }
 
     public func send(caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, now: Date = .now) async throws -> SendResult {

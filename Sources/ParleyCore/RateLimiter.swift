@@ -22,6 +22,15 @@ public enum RateLimitDecision: Sendable, Equatable {
 /// Token buckets keyed by caller (user id, client IP). In-memory here; Redis-backed in cluster mode.
 public protocol RateLimiter: Sendable {
     func acquire(_ key: String, policy: RateLimitPolicy, now: Date) async -> RateLimitDecision
+    /// Whether `acquireAtOnce` answers without waiting (a limiter in this process's memory).
+    var answersAtOnce: Bool { get }
+    /// The decision without suspending, or nil when this limiter must be awaited (Redis).
+    func acquireAtOnce(_ key: String, policy: RateLimitPolicy, now: Date) -> RateLimitDecision?
+}
+
+extension RateLimiter {
+    public var answersAtOnce: Bool { false }
+    public func acquireAtOnce(_ key: String, policy: RateLimitPolicy, now: Date) -> RateLimitDecision? { nil }
 }
 
 extension RateLimiter {
@@ -54,6 +63,16 @@ public final class InMemoryRateLimiter: RateLimiter {
     }
 
     public func acquire(_ key: String, policy: RateLimitPolicy, now: Date) async -> RateLimitDecision {
+        take(key, policy: policy, now: now)
+    }
+
+    public var answersAtOnce: Bool { true }
+
+    public func acquireAtOnce(_ key: String, policy: RateLimitPolicy, now: Date) -> RateLimitDecision? {
+        take(key, policy: policy, now: now)
+    }
+
+    private func take(_ key: String, policy: RateLimitPolicy, now: Date) -> RateLimitDecision {
         state.withLock { state in
             let fullKey = policy.name + "|" + key
             var bucket = state.buckets[fullKey] ?? Bucket(tokens: policy.burst, updated: now)

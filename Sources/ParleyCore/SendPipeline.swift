@@ -86,12 +86,18 @@ public final class SendPipeline: Service, Sendable {
     /// Validates and queues a send; the promise resolves once it is committed (or refused). Sends
     /// submitted in order by one caller commit in that order and so get increasing seqs. Membership
     /// is checked inside the write transaction: a non-member gets `conversation_not_found`.
-    public func submit(caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, now: Date = .now) throws -> Promise<SendResult> {
+    ///
+    /// `whenResolved` (the sender's ack) is attached before the request is queued, so it runs before
+    /// the message is published, however fast the commit.
+    public func submit(
+        caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, now: Date = .now,
+        whenResolved: Promise<SendResult>.Callback? = nil
+    ) throws -> Promise<SendResult> {
         try Validation.messageBody(body, limits: limits)
         let clientMsgID = try Validation.clientMsgID(clientMsgID, limits: limits)
         let request = SendRequest(
             conversationID: conversationID, senderID: caller, clientMsgID: clientMsgID, body: body, messageID: .v7(now: now), createdAt: now)
-        return try enqueue(request)
+        return try enqueue(request, whenResolved: whenResolved)
     }
 
     /// Submits and waits for the commit.
@@ -100,8 +106,9 @@ public final class SendPipeline: Service, Sendable {
     }
 
     /// Queues a validated request, or refuses it when the node cannot commit it in time.
-    func enqueue(_ request: SendRequest) throws -> Promise<SendResult> {
+    func enqueue(_ request: SendRequest, whenResolved: Promise<SendResult>.Callback? = nil) throws -> Promise<SendResult> {
         let promise = Promise<SendResult>()
+        if let whenResolved { promise.whenResolved(whenResolved) }
         enum Admission { case queued(wake: CheckedContinuation<Void, Never>?), overloaded, closed }
         let admission: Admission = state.withLock { state in
             guard state.accepting else { return .closed }

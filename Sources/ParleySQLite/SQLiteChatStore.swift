@@ -59,8 +59,10 @@ public final class SQLiteChatStore: ChatStore {
         try close()
     }
 
-    /// Closes the database; later calls fail.
+    /// Checkpoints the write-ahead log into the database file (so the file alone is a complete copy)
+    /// and closes the database; later calls fail.
     public func close() throws {
+        try pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
         try pool.close()
         logger.info("SQLite store closed")
     }

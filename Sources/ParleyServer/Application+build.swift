@@ -1,6 +1,6 @@
 import Foundation
 import Hummingbird
-import HummingbirdWebSocket
+import HummingbirdCore
 import Logging
 import ParleyCore
 
@@ -14,19 +14,10 @@ public func buildApplication(configuration: ParleyConfiguration, logger: Logger)
 
     let adapters = try Adapters.make(configuration: configuration, logger: logger)
     let node = try await Node(configuration: configuration, adapters: adapters, logger: logger)
+    let gateway = node.gateway
     var app = Application(
         router: buildRouter(node),
-        server: .http1WebSocketUpgrade(
-            webSocketRouter: buildWebSocketRouter(node),
-            configuration: .init(
-                ws: .init(
-                    maxFrameSize: configuration.gateway.maxFrameBytes,
-                    autoPing: .enabled(timePeriod: .seconds(configuration.gateway.heartbeatSeconds)),
-                    closeTimeout: .seconds(5),
-                    validateUTF8: true
-                )
-            )
-        ),
+        server: HTTPServerBuilder { responder in GatewayServerChannel(responder: responder, gateway: gateway) },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "parley"),
         services: node.services,
         logger: logger

@@ -189,7 +189,10 @@ public struct ParleyConfiguration: Sendable {
         if let v = try int("WS_QUEUE_LIMIT") { gateway.outboundQueueLimit = v }
         if let v = try int("WS_HEARTBEAT_SECONDS") { gateway.heartbeatSeconds = v }
         if let v = try int("PRESENCE_TTL_SECONDS") { gateway.presenceTTLSeconds = Double(v) }
-        if let v = try int("SEND_MAX_QUEUE_DELAY_MS") { sendPipeline.maxQueueDelay = .milliseconds(v) }
+        if let v = try int("SEND_MAX_QUEUE_DELAY_MS") {
+            guard v >= 1 else { throw ConfigurationError("PARLEY_SEND_MAX_QUEUE_DELAY_MS must be at least 1") }
+            sendPipeline.maxQueueDelay = .milliseconds(v)
+        }
     }
 
     /// Rejects values that would make the node insecure or unable to work.

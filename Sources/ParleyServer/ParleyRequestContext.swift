@@ -1,6 +1,5 @@
 import Foundation
 import Hummingbird
-import HummingbirdWebSocket
 import NIOCore
 import ParleyCore
 
@@ -12,9 +11,8 @@ public struct Identity: Sendable {
     public var viaCookie: Bool
 }
 
-public struct ParleyRequestContext: RequestContext, WebSocketRequestContext {
+public struct ParleyRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    public let webSocket: WebSocketHandlerReference<Self>
     /// The connection's channel; the gateway closes it directly when a socket must go at once.
     public let channel: any Channel
     public var remoteAddress: SocketAddress?
@@ -22,7 +20,6 @@ public struct ParleyRequestContext: RequestContext, WebSocketRequestContext {
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
-        self.webSocket = .init()
         self.channel = source.channel
         self.remoteAddress = source.channel.remoteAddress
     }

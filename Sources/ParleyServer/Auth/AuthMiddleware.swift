@@ -99,21 +99,3 @@ struct OriginCheck: Sendable {
         return "\(scheme)://\(host)" + (url.port.map { ":\($0)" } ?? "")
     }
 }
-
-/// Authenticates a WebSocket upgrade when it carries credentials (a cookie must come with an
-/// allowed Origin). Bad credentials refuse the upgrade with 401; none lets the upgrade through
-/// and the socket must send an `auth` frame.
-struct WebSocketAuthMiddleware: RouterMiddleware {
-    typealias Context = ParleyRequestContext
-    let authenticator: Authenticator
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard authenticator.hasCredentials(request) else { return try await next(request, context) }
-        if request.headers[.authorization] == nil {
-            try authenticator.csrf.check(request, always: true)
-        }
-        var context = context
-        context.identity = try await authenticator.authenticate(request)
-        return try await next(request, context)
-    }
-}

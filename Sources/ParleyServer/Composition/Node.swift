@@ -55,6 +55,8 @@ struct Node: Sendable {
             limiter: adapters.limiter,
             sendPolicy: configuration.rateLimits.send,
             framePolicy: configuration.rateLimits.webSocketFrames,
+            ipPolicy: configuration.rateLimits.ip,
+            trustProxy: configuration.trustProxyHeaders,
             settings: gatewaySettings,
             logger: logger
         )
@@ -67,8 +69,10 @@ struct Node: Sendable {
             pipeline,
             GatewayService(
                 registry: registry,
+                sockets: gateway.sockets,
                 chat: chat,
                 presence: presence,
+                heartbeat: .seconds(configuration.gateway.heartbeatSeconds),
                 interval: .seconds(configuration.gateway.maintenanceIntervalSeconds),
                 presenceHeartbeat: .seconds(configuration.gateway.presenceTTLSeconds / 3),
                 logger: logger

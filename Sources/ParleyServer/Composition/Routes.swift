@@ -1,6 +1,5 @@
 import Foundation
 import Hummingbird
-import HummingbirdWebSocket
 import ParleyCore
 
 /// The HTTP routes of a node: middleware, the web client, operations endpoints and the v1 API.
@@ -55,24 +54,6 @@ func buildRouter(_ node: Node) -> Router<ParleyRequestContext> {
     PresenceController(presence: node.presence).addRoutes(to: authenticated.group("presence"))
     api.get("ws") { _, _ -> Response in
         throw ParleyError(.invalidInput, code: "upgrade_required", message: "This endpoint speaks WebSocket only.")
-    }
-    return router
-}
-
-/// The WebSocket upgrade route: rate-limited by IP, authenticated by cookie or header when present
-/// (otherwise by the first frame), then handed to the gateway.
-func buildWebSocketRouter(_ node: Node) -> Router<ParleyRequestContext> {
-    let configuration = node.configuration
-    let router = Router(context: ParleyRequestContext.self)
-    router.add(middleware: ErrorMiddleware())
-    router.add(
-        middleware: IPRateLimitMiddleware(
-            limiter: node.adapters.limiter, policy: configuration.rateLimits.ip, trustProxy: configuration.trustProxyHeaders)
-    )
-    router.add(middleware: WebSocketAuthMiddleware(authenticator: node.authenticator))
-    let gateway = node.gateway
-    router.ws("api/v1/ws") { inbound, outbound, context in
-        try await gateway.handle(inbound: inbound, outbound: outbound, context: context)
     }
     return router
 }

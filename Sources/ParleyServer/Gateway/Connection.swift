@@ -11,33 +11,57 @@ enum CloseCode {
     static let slowConsumer: UInt16 = 4008
     /// The session behind the socket was revoked (logout or refresh-token reuse).
     static let sessionRevoked: UInt16 = 4001
+    /// RFC 6455 normal closure.
+    static let normal: UInt16 = 1000
+    /// RFC 6455 "going away": the node is shutting down.
+    static let goingAway: UInt16 = 1001
+    /// RFC 6455 invalid payload data (a text frame that is not UTF-8).
+    static let invalidPayload: UInt16 = 1007
     /// RFC 6455 policy violation: no or bad authentication, or frames far over the rate limit.
     static let policyViolation: UInt16 = 1008
+    /// RFC 6455 message too big.
+    static let messageTooBig: UInt16 = 1009
     /// RFC 6455 "try again later": a dependency of the node (Redis, the database) is down.
     static let tryAgainLater: UInt16 = 1013
 }
 
-/// One authenticated WebSocket: its identity and a bounded queue of frames to write.
+/// One authenticated WebSocket, as the rest of the node sees it: its identity and a bounded queue
+/// of frames to write.
 ///
-/// Producers (bus deliveries, the socket's own replies) `enqueue` without waiting. The socket's
-/// writer task takes frames in batches with `nextBatch(max:)`. When the queue is full the client is not keeping up:
-/// the connection closes itself, so that one slow reader never holds up the others.
+/// Producers (bus deliveries, acks, the socket's own replies) `enqueue` from any thread without
+/// waiting; frames are encoded once and the same bytes are shared by every socket they go to. The
+/// queue drains on the channel's event loop, as fast as the channel stays writable, one flush per
+/// drain. A client that stops reading fills the queue; at `limit` frames the connection closes itself
+/// (4008), so one slow reader never holds up the others or grows the node's memory.
 final class Connection: Sendable {
     let id: UUID
     let userID: UUID
     let sessionID: UUID
-    private let channel: any Channel
+    let channel: any Channel
     private let limit: Int
 
     private struct State {
-        var frames = Deque<String>()
-        var waiter: CheckedContinuation<[String]?, Never>?
+        var frames = Deque<ByteBuffer>()
+        /// Frames are held until the node receives the user's events (`start()`), so `hello` is
+        /// never followed by a gap.
+        var started = false
+        /// A drain is scheduled on the event loop.
+        var draining = false
         var closed = false
-        /// Set by `close(code:reason:)`: the writer sends this close frame after the queued frames.
+        /// Set by `close(code:reason:)`: sent after the frames queued before it.
         var closeRequest: (code: UInt16, reason: String)?
+        /// A ping went out and its pong has not come back.
+        var awaitingPong = false
+
+        /// Whether the caller should schedule a drain (one at a time, once started).
+        mutating func claimDrain() -> Bool {
+            guard started, !draining, !frames.isEmpty || (closeRequest != nil && !closed) else { return false }
+            draining = true
+            return true
+        }
     }
 
-    // Guarded by its Mutex; the waiter is resumed outside the lock.
+    // Guarded by its Mutex; channel I/O happens outside the lock, on the event loop.
     private let state = Mutex(State())
 
     init(id: UUID = UUID(), userID: UUID, sessionID: UUID, channel: any Channel, limit: Int) {
@@ -48,97 +72,151 @@ final class Connection: Sendable {
         self.limit = limit
     }
 
-    /// Queues a text frame; false if the connection is closed or just overflowed.
+    /// Queues an encoded text frame; false if the connection is closed or just overflowed.
     @discardableResult
-    func enqueue(_ text: String) -> Bool {
-        enum Outcome { case queued, handedOver(CheckedContinuation<[String]?, Never>), closed, overflow }
+    func enqueue(_ frame: ByteBuffer) -> Bool {
+        enum Outcome { case queued(drain: Bool), closed, overflow }
         let outcome: Outcome = state.withLock { state in
-            if state.closed { return .closed }
-            if let waiter = state.waiter {
-                state.waiter = nil
-                return .handedOver(waiter)
-            }
+            if state.closed || state.closeRequest != nil { return .closed }
             guard state.frames.count < limit else {
                 state.closed = true
                 state.frames.removeAll()
                 return .overflow
             }
-            state.frames.append(text)
-            return .queued
+            state.frames.append(frame)
+            return .queued(drain: state.claimDrain())
         }
         switch outcome {
-        case .queued: return true
-        case .handedOver(let waiter):
-            waiter.resume(returning: [text])
+        case .queued(let drain):
+            if drain { scheduleDrain() }
             return true
-        case .closed: return false
+        case .closed:
+            return false
         case .overflow:
             forceClose(code: CloseCode.slowConsumer, reason: "slow consumer: reconnect and sync")
             return false
         }
     }
 
-    /// The frames queued so far (at least one, at most `max`), waiting for one if none is; nil once
-    /// the connection is closed (after a clean close, only once the frames queued before it are
-    /// taken). Taking frames in batches lets the writer flush once per batch, not once per frame.
-    func nextBatch(max: Int) async -> [String]? {
-        await withCheckedContinuation { continuation in
-            let ready: [String]?? = state.withLock { state in
-                if !state.frames.isEmpty {
-                    let count = min(max, state.frames.count)
-                    let batch = Array(state.frames.prefix(count))
-                    state.frames.removeFirst(count)
-                    return .some(batch)
+    /// Starts writing: the user's events now reach this node.
+    func start() {
+        let drain = state.withLock { state in
+            state.started = true
+            return state.claimDrain()
+        }
+        if drain { scheduleDrain() }
+    }
+
+    /// Writes what the channel takes now. Called on the event loop; also when the channel becomes
+    /// writable again.
+    func drain() {
+        channel.eventLoop.preconditionInEventLoop()
+        var wrote = false
+        while channel.isWritable {
+            let (batch, close): ([ByteBuffer], (code: UInt16, reason: String)?) = state.withLock { state in
+                let count = min(64, state.frames.count)
+                let batch = Array(state.frames.prefix(count))
+                state.frames.removeFirst(count)
+                if state.frames.isEmpty, let request = state.closeRequest, !state.closed {
+                    state.closed = true
+                    return (batch, request)
                 }
-                if state.closed { return .some(nil) }
-                state.waiter = continuation
-                return nil
+                return (batch, nil)
             }
-            if let ready { continuation.resume(returning: ready) }
+            for frame in batch {
+                channel.write(WebSocketFrame(fin: true, opcode: .text, data: frame), promise: nil)
+            }
+            wrote = wrote || !batch.isEmpty
+            if let close {
+                channel.writeAndFlush(Self.closeFrame(code: close.code, reason: close.reason, allocator: channel.allocator), promise: nil)
+                closeSoon(after: .seconds(2))
+                return
+            }
+            if batch.isEmpty { break }
         }
+        if wrote { channel.flush() }
+        let again = state.withLock { state in
+            state.draining = false
+            // Frames that arrived while draining, or were left for lack of room, go out on the next
+            // drain (the writability change schedules one).
+            return channel.isWritable ? state.claimDrain() : false
+        }
+        if again { scheduleDrain() }
     }
 
-    /// The close the writer should perform once the queue is drained, if one was requested.
-    var requestedClose: (code: UInt16, reason: String)? { state.withLock { $0.closeRequest } }
+    /// The channel became writable again: write what waited. On the event loop.
+    func writable() {
+        if state.withLock({ $0.claimDrain() }) { drain() }
+    }
 
-    /// Closes cleanly: frames already queued are still written, then the writer sends a close frame
-    /// with `code`. If the writer cannot get there within two seconds the channel is closed anyway.
+    private func scheduleDrain() {
+        channel.eventLoop.execute { self.drain() }
+    }
+
+    /// Closes cleanly: frames already queued are still written, then a close frame with `code`.
+    /// If the peer does not complete the close within two seconds, the channel is closed anyway.
     func close(code: UInt16, reason: String) {
-        let waiter: CheckedContinuation<[String]?, Never>? = state.withLock { state in
-            guard !state.closed else { return nil }
-            state.closed = true
+        let drain = state.withLock { state in
+            guard !state.closed, state.closeRequest == nil else { return false }
             state.closeRequest = (code, reason)
-            defer { state.waiter = nil }
-            return state.waiter
+            state.started = true
+            return state.claimDrain()
         }
-        waiter?.resume(returning: nil)
-        let channel = self.channel
-        channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        if drain { scheduleDrain() }
     }
 
-    /// Stops accepting frames and wakes the writer; frames already queued are dropped.
+    /// Stops accepting frames; frames not yet written are dropped. The channel is already closing.
     func shutdown() {
-        let waiter: CheckedContinuation<[String]?, Never>? = state.withLock { state in
+        state.withLock { state in
             state.closed = true
             state.frames.removeAll()
-            defer { state.waiter = nil }
-            return state.waiter
         }
-        waiter?.resume(returning: nil)
     }
 
     /// Closes the socket now, even if the peer is not reading: a close frame is written straight to
     /// the channel (it reaches a peer that is merely slow) and the channel is closed shortly after.
     func forceClose(code: UInt16, reason: String) {
         shutdown()
-        var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)
-        data.writeInteger(code)
-        data.writeString(reason)
-        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
         let channel = self.channel
-        channel.writeAndFlush(frame).whenComplete { _ in
+        channel.writeAndFlush(Self.closeFrame(code: code, reason: reason, allocator: channel.allocator)).whenComplete { _ in
             channel.close(promise: nil)
         }
-        channel.eventLoop.scheduleTask(in: .milliseconds(500)) { channel.close(promise: nil) }
+        closeSoon(after: .milliseconds(500))
+    }
+
+    private func closeSoon(after delay: TimeAmount) {
+        let channel = self.channel
+        channel.eventLoop.scheduleTask(in: delay) { channel.close(promise: nil) }
+    }
+
+    // MARK: Heartbeat
+
+    /// Called once per heartbeat period: a peer that did not answer the previous ping is closed;
+    /// otherwise it is pinged.
+    func heartbeat() {
+        let alive = state.withLock { state in
+            if state.closed { return true }
+            defer { state.awaitingPong = true }
+            return !state.awaitingPong
+        }
+        let channel = self.channel
+        if alive {
+            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, data: channel.allocator.buffer(capacity: 0)), promise: nil)
+        } else {
+            shutdown()
+            channel.close(promise: nil)
+        }
+    }
+
+    /// The peer answered a ping.
+    func ponged() {
+        state.withLock { $0.awaitingPong = false }
+    }
+
+    static func closeFrame(code: UInt16, reason: String, allocator: ByteBufferAllocator) -> WebSocketFrame {
+        var data = allocator.buffer(capacity: 2 + reason.utf8.count)
+        data.writeInteger(code)
+        data.writeString(reason)
+        return WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import ParleyCore
 
 /// A frame from a client, decoded and checked: one case per frame type, with typed fields.
@@ -156,18 +157,21 @@ enum ServerFrame {
         let type = "pong"
     }
 
-    static func encode(_ frame: some Encodable) -> String {
+    /// The frame's JSON, encoded once; the same bytes go to every socket that gets it.
+    static func encode(_ frame: some Encodable) -> ByteBuffer {
         // Every frame type here encodes infallibly (strings, numbers, dates, UUIDs).
-        (try? APIJSON.encoder.encode(frame)).map { String(decoding: $0, as: UTF8.self) }
-            ?? #"{"type":"error","code":"internal_error","message":"encoding failed"}"#
+        guard let data = try? APIJSON.encoder.encode(frame) else {
+            return ByteBuffer(string: #"{"type":"error","code":"internal_error","message":"encoding failed"}"#)
+        }
+        return ByteBuffer(bytes: data)
     }
 
-    static func error(_ error: ParleyError, ref: String? = nil) -> String {
+    static func error(_ error: ParleyError, ref: String? = nil) -> ByteBuffer {
         encode(ErrorFrame(code: error.code, message: error.message, ref: ref, retryAfterSeconds: error.retryAfterSeconds))
     }
 
     /// The frame for an event, as `viewer` should see it; nil for events that are not frames.
-    static func render(_ event: ChatEvent, for viewer: UUID) -> String? {
+    static func render(_ event: ChatEvent, for viewer: UUID) -> ByteBuffer? {
         switch event {
         case .message(let message):
             encode(MessageFrame(message: MessageDTO(message: message)))

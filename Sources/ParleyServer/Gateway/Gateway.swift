@@ -1,15 +1,17 @@
 import Foundation
-import HummingbirdWebSocket
+import Hummingbird
 import Logging
 import Metrics
 import NIOCore
-import NIOWebSocket
 import ParleyCore
+import Synchronization
 
-/// The WebSocket gateway at `/api/v1/ws`: authentication, the per-socket reader and writer, and
-/// the translation between frames and `ChatService` / `PresenceService` calls. Events reach sockets
-/// only through the Bus (see `ConnectionRegistry.deliver`), never by a shortcut that would break
-/// with several nodes.
+/// The WebSocket gateway at `/api/v1/ws`: who may upgrade, and what each client frame does.
+///
+/// Each socket is driven by NIO channel handlers (`GatewayServerChannel` upgrades it, `GatewayHandler`
+/// and `SocketSession` run it); this type holds what they share and translates frames into
+/// `ChatService` / `PresenceService` calls. Events reach sockets only through the Bus (see
+/// `ConnectionRegistry.deliver`), never by a shortcut that would break with several nodes.
 struct Gateway: Sendable {
     let chat: ChatService
     let presence: PresenceService
@@ -18,311 +20,97 @@ struct Gateway: Sendable {
     let limiter: any RateLimiter
     let sendPolicy: RateLimitPolicy
     let framePolicy: RateLimitPolicy
+    let ipPolicy: RateLimitPolicy
+    let trustProxy: Bool
     let settings: ParleyConfiguration.Gateway
+    let sockets = OpenSockets()
     let logger: Logger
 
     static let framesIn = Counter(label: "parley_ws_frames_in_total")
-
-    func handle(
-        inbound: WebSocketInboundStream,
-        outbound: WebSocketOutboundWriter,
-        context: WebSocketRouterContext<ParleyRequestContext>
-    ) async throws {
-        let socket = SocketSession(gateway: self, outbound: outbound, channel: context.requestContext.channel, logger: context.logger)
-        try await socket.run(inbound: inbound, identity: context.requestContext.identity)
-    }
-}
-
-/// One socket from upgrade to close.
-final class SocketSession: Sendable {
-    private let gateway: Gateway
-    private let outbound: WebSocketOutboundWriter
-    private let channel: any Channel
-    private let logger: Logger
-    /// Resolved with the connection once authenticated; the writer starts then.
-    private let ready = Promise<Connection>()
-    private let inFlight: InFlightLimiter
-
-    private enum TaskEnd {
-        case reader
-        case writer
-        case authWatchdog(timedOut: Bool)
-    }
-
-    init(gateway: Gateway, outbound: WebSocketOutboundWriter, channel: any Channel, logger: Logger) {
-        self.gateway = gateway
-        self.outbound = outbound
-        self.channel = channel
-        self.logger = logger
-        inFlight = InFlightLimiter(limit: gateway.settings.maxInFlightSends)
-    }
-
-    func run(inbound: WebSocketInboundStream, identity: Identity?) async throws {
-        let connection: Connection?
-        do {
-            connection = if let identity { try await inChildTask { try await self.open(identity) } } else { nil }
-        } catch let error as ParleyError where error.kind == .unavailable {
-            try await refuseForNow(error)
-            return
-        }
-        // Whatever ends the socket (the peer, an overflow, a write error), the connection is torn down.
-        var failure: (any Error)?
-        do {
-            try await runTasks(inbound: inbound, connection: connection)
-        } catch {
-            failure = error
-        }
-        // Settle `ready` so nothing waits on it any more; an open connection is then torn down.
-        ready.resolve(.failure(CancellationError()))
-        if let connection = (try? ready.resolved?.get()) ?? connection {
-            await close(connection)
-        }
-        if let failure, !(failure is CancellationError) {
-            logger.debug("socket ended with an error", metadata: ["parley.error": "\(failure)"])
-        }
-    }
-
-    private func runTasks(inbound: WebSocketInboundStream, connection: Connection?) async throws {
-        try await withThrowingTaskGroup(of: TaskEnd.self) { group in
-            group.addTask { try await self.writeLoop() }
-            if connection == nil {
-                group.addTask { await self.authWatchdog() }
-            }
-            group.addTask { try await self.readLoop(inbound: inbound, authenticated: connection) }
-            while let end = try await group.next() {
-                switch end {
-                case .authWatchdog(timedOut: false):
-                    continue
-                case .reader:
-                    // Let the writer flush what is queued (replies to the last frames, a close frame),
-                    // then stop; `Connection.close` bounds this with a hard close.
-                    if case .success(let connection) = ready.resolved {
-                        connection.close(code: 1000, reason: "")
-                        continue
-                    }
-                default:
-                    break
-                }
-                break
-            }
-            group.cancelAll()
-        }
-    }
-
-    // MARK: Lifecycle
-
-    /// Registers an authenticated socket: `hello` is queued first, and the writer starts only once the
-    /// node is subscribed to the user's events, so a client that has seen `hello` misses nothing.
-    private func open(_ identity: Identity) async throws -> Connection {
-        let connection = Connection(
-            userID: identity.userID,
-            sessionID: identity.sessionID,
-            channel: channel,
-            limit: gateway.settings.outboundQueueLimit
-        )
-        connection.enqueue(
-            ServerFrame.encode(
-                ServerFrame.Hello(
-                    userId: identity.userID.lowercased,
-                    sessionId: identity.sessionID.lowercased,
-                    heartbeatSeconds: gateway.settings.heartbeatSeconds,
-                    node: gateway.settings.nodeID
-                )
-            )
-        )
-        do {
-            try await gateway.registry.add(connection)
-        } catch {
-            gateway.registry.remove(connection)
-            throw error
-        }
-        ready.resolve(.success(connection))
-        do {
-            try await gateway.presence.connected(userID: identity.userID, connectionID: connection.id)
-        } catch {
-            logger.warning("presence update failed", metadata: ["parley.error": "\(error)"])
-        }
-        logger.debug(
-            "socket opened",
-            metadata: ["parley.user_id": "\(identity.userID.lowercased)", "parley.connection_id": "\(connection.id.lowercased)"]
-        )
-        return connection
-    }
-
-    private func close(_ connection: Connection) async {
-        gateway.registry.remove(connection)
-        connection.shutdown()
-        // Not cancelled with the socket's tasks: the user's last-seen time must still be written.
-        let presence = gateway.presence
-        let logger = self.logger
-        await Task {
-            do {
-                try await presence.disconnected(userID: connection.userID, connectionID: connection.id)
-            } catch {
-                logger.warning("presence update failed", metadata: ["parley.error": "\(error)"])
-            }
-        }.value
-        logger.debug("socket closed", metadata: ["parley.connection_id": "\(connection.id.lowercased)"])
-    }
-
-    // MARK: Tasks
-
-    private func writeLoop() async throws -> TaskEnd {
-        let ready = self.ready
-        let connection = await withTaskCancellationHandler {
-            try? await ready.value
-        } onCancel: {
-            ready.resolve(.failure(CancellationError()))
-        }
-        guard let connection else { return .writer }
-        let channel = self.channel
-        while let batch = await withTaskCancellationHandler(operation: { await connection.nextBatch(max: 64) }, onCancel: { connection.shutdown() }) {
-            try Task.checkCancellation()
-            // Straight to the channel, one flush per batch. Waiting for the last write keeps the
-            // backpressure: while the peer does not read, frames pile up in the connection's bounded
-            // queue (which closes it when full), not in the channel.
-            try await channel.eventLoop.flatSubmit {
-                let written = channel.eventLoop.makePromise(of: Void.self)
-                for (index, text) in batch.enumerated() {
-                    let frame = WebSocketFrame(fin: true, opcode: .text, data: channel.allocator.buffer(string: text))
-                    channel.write(frame, promise: index == batch.count - 1 ? written : nil)
-                }
-                channel.flush()
-                return written.futureResult
-            }.get()
-        }
-        if let close = connection.requestedClose {
-            // The peer may already be gone; there is nothing more to tell it then.
-            try? await outbound.close(WebSocketErrorCode(codeNumber: Int(close.code)), reason: close.reason)
-        }
-        return .writer
-    }
-
-    private func authWatchdog() async -> TaskEnd {
-        try? await Task.sleep(for: .seconds(gateway.settings.authTimeoutSeconds))
-        if Task.isCancelled { return .authWatchdog(timedOut: false) }
-        if case .success = ready.resolved { return .authWatchdog(timedOut: false) }
-        try? await outbound.close(.policyViolation, reason: "authentication timeout")
-        return .authWatchdog(timedOut: true)
-    }
-
-    private func readLoop(inbound: WebSocketInboundStream, authenticated: Connection?) async throws -> TaskEnd {
-        var connection = authenticated
-        var budget = FrameBudget(perSecond: gateway.framePolicy.perSecond, burst: gateway.framePolicy.burst)
-        var refused = 0
-        for try await message in inbound.messages(maxSize: gateway.settings.maxFrameBytes) {
-            Gateway.framesIn.increment()
-            guard budget.take() else {
-                refused += 1
-                if refused > Int(min(gateway.framePolicy.burst, 10_000)) {
-                    if let connection {
-                        connection.close(code: CloseCode.policyViolation, reason: "frame rate limit")
-                    } else {
-                        try await outbound.close(.policyViolation, reason: "frame rate limit")
-                    }
-                    return .reader
-                }
-                try await reply(ServerFrame.error(ParleyError.rateLimited(retryAfterSeconds: 1)), connection)
-                continue
-            }
-            refused = 0
-            guard case .text(let text) = message else {
-                try await reply(
-                    ServerFrame.error(.invalid("Only JSON text frames are accepted.", code: ParleyError.Code.binaryNotSupported)), connection)
-                continue
-            }
-            let frame: ClientFrame
-            do {
-                frame = try ClientFrame.decode(text)
-            } catch {
-                // Before authentication, only auth and ping frames get more than "authenticate first".
-                if connection == nil, !["auth", "ping", nil].contains(error.type) {
-                    try await reply(ServerFrame.error(Self.authenticateFirst), nil)
-                } else {
-                    try await reply(ServerFrame.error(error.error, ref: error.ref), connection)
-                }
-                continue
-            }
-            if let connection {
-                await handle(frame, connection)
-            } else {
-                connection = try await inChildTask { try await self.authenticate(frame) }
-            }
-        }
-        return .reader
-    }
-
-    /// Runs `body` in a short-lived child task. A task keeps the high-water mark of its async stack
-    /// for as long as it lives, and a socket's reader lives for hours: deep one-off work (opening,
-    /// authenticating, syncing) runs in a child whose memory goes back when it ends. (Measured with
-    /// heaptrack: task stacks were ~27 KB of the ~45 KB an idle socket cost.)
-    private func inChildTask<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T.self) { group in
-            group.addTask { try await body() }
-            guard let result = try await group.next() else { throw CancellationError() }
-            return result
-        }
-    }
-
-    /// A dependency (Redis, the database) is down: say so with an `error` frame carrying the
-    /// retryable code, and close with 1013 "try again later", so clients back off and reconnect.
-    private func refuseForNow(_ error: ParleyError) async throws {
-        logger.warning("socket refused: a dependency is unavailable", metadata: ["parley.error": "\(error.code)"])
-        try? await outbound.write(.text(ServerFrame.error(error)))
-        try await outbound.close(WebSocketErrorCode(codeNumber: Int(CloseCode.tryAgainLater)), reason: "try again later")
-    }
-
-    /// Replies before authentication go straight to the socket; after, through the queue.
-    private func reply(_ frame: String, _ connection: Connection?) async throws {
-        if let connection {
-            connection.enqueue(frame)
-        } else {
-            try await outbound.write(.text(frame))
-        }
-    }
-
     static let authenticateFirst = ParleyError.unauthenticated("Send an auth frame first.")
 
-    private func authenticate(_ frame: ClientFrame) async throws -> Connection? {
-        switch frame {
-        case .auth(let token):
-            do {
-                let identity = try await gateway.authenticator.authenticate(token: token, viaCookie: false)
-                return try await open(identity)
-            } catch let error as ParleyError where error.kind == .unavailable {
-                try await refuseForNow(error)
-                return nil
-            } catch let error as ParleyError {
-                try await reply(ServerFrame.error(error), nil)
-                try await outbound.close(.policyViolation, reason: "authentication failed")
-                return nil
-            }
-        case .ping:
-            try await reply(ServerFrame.encode(ServerFrame.Pong()), nil)
-            return nil
-        default:
-            try await reply(ServerFrame.error(Self.authenticateFirst), nil)
-            return nil
+    // MARK: Upgrade
+
+    /// Decides an upgrade to `/api/v1/ws`: the per-IP rate limit, then the credentials if the
+    /// request carries any (a cookie only with an allowed Origin). Returns the identity they prove,
+    /// or nil when the socket must authenticate with its first frame; throws to refuse the upgrade.
+    func admit(_ request: Request, remoteAddress: SocketAddress?) async throws -> Identity? {
+        let ip = ClientAddress.of(request, remoteAddress: remoteAddress, trustProxy: trustProxy)
+        try await limiter.enforce("ip:" + ip, policy: ipPolicy, now: .now)
+        guard authenticator.hasCredentials(request) else { return nil }
+        if request.headers[.authorization] == nil {
+            try authenticator.csrf.check(request, always: true)
         }
+        return try await authenticator.authenticate(request)
     }
 
     // MARK: Frames
 
-    private func handle(_ frame: ClientFrame, _ connection: Connection) async {
+    /// Whether `frame` can be handled on the event loop, without waiting: pings, and sends when the
+    /// rate limiter answers from memory.
+    func canHandleAtOnce(_ frame: ClientFrame, userID: UUID?) -> Bool {
+        switch frame {
+        case .ping: true
+        case .send: limiter.answersAtOnce
+        default: false
+        }
+    }
+
+    /// Queues a send in arrival order and moves on. The ack (or error) is queued on the socket the
+    /// moment the commit resolves, before the message is published, so the sender hears `ack` first.
+    func submit(conversationID: UUID, clientMsgID: String?, body: String, _ connection: Connection, session: SocketSession) {
+        submit(conversationID: conversationID, clientMsgID: clientMsgID, body: body, connection, session: session) {
+            if case .limited(let retry)? = limiter.acquireAtOnce("user:" + connection.userID.lowercased, policy: sendPolicy, now: .now) {
+                throw ParleyError.rateLimited(retryAfterSeconds: retry)
+            }
+        }
+    }
+
+    private func submit(
+        conversationID: UUID, clientMsgID: String?, body: String, _ connection: Connection, session: SocketSession,
+        rateLimit: () throws -> Void
+    ) {
+        session.sendStarted()
+        let acknowledge: Promise<SendResult>.Callback = { result in
+            switch result {
+            case .success(let sent):
+                connection.enqueue(ServerFrame.encode(ServerFrame.Ack(clientMsgId: clientMsgID, message: MessageDTO(message: sent.message))))
+            case .failure(let error as ParleyError):
+                connection.enqueue(ServerFrame.error(error, ref: clientMsgID))
+            case .failure(let error):
+                connection.enqueue(ServerFrame.error(.internal(detail: "\(error)"), ref: clientMsgID))
+            }
+            session.sendFinished()
+        }
+        do {
+            try rateLimit()
+        } catch {
+            acknowledge(.failure(error))
+            return
+        }
+        chat.enqueueSend(caller: connection.userID, conversationID: conversationID, body: body, clientMsgID: clientMsgID, whenResolved: acknowledge)
+    }
+
+    /// Handles a frame of an open socket that may wait (the store, Redis).
+    func handle(_ frame: ClientFrame, _ connection: Connection, session: SocketSession) async {
         let userID = connection.userID
         var ref: String?
         do {
             switch frame {
             case .send(let conversationID, let clientMsgID, let body):
-                await send(conversationID: conversationID, clientMsgID: clientMsgID, body: body, connection)
+                ref = clientMsgID
+                let decision = await limiter.acquire("user:" + userID.lowercased, policy: sendPolicy, now: .now)
+                submit(conversationID: conversationID, clientMsgID: clientMsgID, body: body, connection, session: session) {
+                    if case .limited(let retry) = decision { throw ParleyError.rateLimited(retryAfterSeconds: retry) }
+                }
             case .typing(let conversationID, let state):
                 ref = conversationID.lowercased
-                try await gateway.chat.setTyping(caller: userID, conversationID: conversationID, state: state)
+                try await chat.setTyping(caller: userID, conversationID: conversationID, state: state)
             case .receipt(let kind, let conversationID, let seq):
                 ref = conversationID.lowercased
-                try await gateway.chat.advance(kind, caller: userID, conversationID: conversationID, seq: seq)
+                try await chat.advance(kind, caller: userID, conversationID: conversationID, seq: seq)
             case .sync(let cursors):
-                try await inChildTask { try await self.sync(cursors, connection) }
+                try await sync(cursors, connection)
             case .ping:
                 connection.enqueue(ServerFrame.encode(ServerFrame.Pong()))
             case .auth:
@@ -336,51 +124,16 @@ final class SocketSession: Sendable {
         }
     }
 
-    /// Queues the send in arrival order and moves on. The ack (or error) is queued on the socket the
-    /// moment the commit resolves, before the message is published, so the sender hears `ack` first.
-    private func send(conversationID: UUID, clientMsgID: String?, body: String, _ connection: Connection) async {
-        let inFlight = self.inFlight
-        await withTaskCancellationHandler {
-            await inFlight.acquire()
-        } onCancel: {
-            inFlight.cancelAll()
-        }
-        let promise: Promise<SendResult>
-        do {
-            try await gateway.limiter.enforce("user:" + connection.userID.lowercased, policy: gateway.sendPolicy)
-            promise = try gateway.chat.enqueueSend(caller: connection.userID, conversationID: conversationID, body: body, clientMsgID: clientMsgID)
-        } catch {
-            promise = Promise()
-            promise.resolve(.failure(error))
-        }
-        promise.whenResolved { result in
-            inFlight.release()
-            switch result {
-            case .success(let sent):
-                connection.enqueue(ServerFrame.encode(ServerFrame.Ack(clientMsgId: clientMsgID, message: MessageDTO(message: sent.message))))
-            case .failure(let error as ParleyError):
-                connection.enqueue(ServerFrame.error(error, ref: clientMsgID))
-            case .failure(let error):
-                connection.enqueue(ServerFrame.error(.internal(detail: "\(error)"), ref: clientMsgID))
-            }
-        }
-    }
-
     private func sync(_ cursors: [String: Int64], _ connection: Connection) async throws {
-        guard cursors.count <= gateway.settings.maxSyncCursors else {
-            throw ParleyError.invalid("At most \(gateway.settings.maxSyncCursors) cursors per sync.", code: ParleyError.Code.tooManyCursors)
+        guard cursors.count <= settings.maxSyncCursors else {
+            throw ParleyError.invalid("At most \(settings.maxSyncCursors) cursors per sync.", code: ParleyError.Code.tooManyCursors)
         }
         for (key, after) in cursors.sorted(by: { $0.key < $1.key }) {
             do {
                 guard let conversationID = UUID(canonical: key) else {
                     throw ParleyError.invalid("Cursor keys must be conversation ids.", code: ParleyError.Code.invalidID)
                 }
-                let page = try await gateway.chat.sync(
-                    caller: connection.userID,
-                    conversationID: conversationID,
-                    after: after,
-                    limit: gateway.settings.syncPageSize
-                )
+                let page = try await chat.sync(caller: connection.userID, conversationID: conversationID, after: after, limit: settings.syncPageSize)
                 for message in page.messages {
                     connection.enqueue(ServerFrame.encode(ServerFrame.MessageFrame(message: MessageDTO(message: message))))
                 }
@@ -392,6 +145,46 @@ final class SocketSession: Sendable {
             } catch let error as ParleyError {
                 connection.enqueue(ServerFrame.error(error, ref: key))
             }
+        }
+    }
+}
+
+/// How many gateway sockets are open on this node (authenticated or not), so that shutdown can wait
+/// for the last one to close.
+final class OpenSockets: Sendable {
+    private struct State {
+        var count = 0
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    // Guarded by its Mutex; waiters resumed outside it.
+    private let state = Mutex(State())
+
+    var count: Int { state.withLock { $0.count } }
+
+    func opened() {
+        state.withLock { $0.count += 1 }
+    }
+
+    func closed() {
+        let waiters: [CheckedContinuation<Void, Never>] = state.withLock { state in
+            state.count -= 1
+            guard state.count == 0 else { return [] }
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns once no socket is open.
+    func allClosed() async {
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { state in
+                if state.count == 0 { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
         }
     }
 }

@@ -7,6 +7,10 @@ enum ClientAddress {
     /// The caller's IP: the socket peer, or the proxy's `X-Real-IP` / last `X-Forwarded-For` hop
     /// when the node is configured to trust its reverse proxy.
     static func of(_ request: Request, context: ParleyRequestContext, trustProxy: Bool) -> String {
+        of(request, remoteAddress: context.remoteAddress, trustProxy: trustProxy)
+    }
+
+    static func of(_ request: Request, remoteAddress: SocketAddress?, trustProxy: Bool) -> String {
         if trustProxy {
             if let real = request.headers[HTTPField.Name("X-Real-IP")!], !real.isEmpty {
                 return real
@@ -17,7 +21,7 @@ enum ClientAddress {
                 return last
             }
         }
-        return context.remoteAddress?.ipAddress ?? "unknown"
+        return remoteAddress?.ipAddress ?? "unknown"
     }
 }
 
