@@ -15,7 +15,7 @@ trap cleanup EXIT
 # A failing step shows what the tools wrote to stderr (progress lines are kept out of the log otherwise).
 trap 'echo "bench-smoke: failed at line $LINENO"; tail -n 5 "$work"/*.err 2>/dev/null' ERR
 
-for p in "$port" "$((port + 1))"; do
+for p in "$port" "$((port + 1))" "$((port + 2))"; do
   if curl -s -o /dev/null "http://127.0.0.1:$p/"; then echo "bench-smoke: port $p is already in use"; exit 1; fi
 done
 
@@ -35,6 +35,8 @@ server_pid=$!
 wait_for "http://127.0.0.1:$port/ready"
 "$bin/parley-bench" relay --port "$relay_port" >"$work/relay.log" 2>&1 &
 pids+=($!)
+"$bin/parley-bench" relay --raw --port "$((port + 2))" >"$work/relay-raw.log" 2>&1 &
+pids+=($!)
 
 common=(--rate 300 --duration 2 --warmup 1)
 "$bin/parley-bench" direct --url "ws://127.0.0.1:$port/api/v1/ws" --seed "$work/direct.json" --pairs 10 "${common[@]}" \
@@ -48,6 +50,8 @@ common=(--rate 300 --duration 2 --warmup 1)
 sleep 0.5
 "$bin/parley-bench" direct --relay --url "ws://127.0.0.1:$relay_port/api/v1/ws" --pairs 10 "${common[@]}" \
   --json "$work/relay-report.json" 2>"$work/relay.err"
+"$bin/parley-bench" direct --relay --url "ws://127.0.0.1:$((port + 2))/api/v1/ws" --pairs 10 "${common[@]}" \
+  --json "$work/relay-raw-report.json" 2>"$work/relay-raw.err"
 
 # The HTML reports must open in Chromium and show their charts: load each one headless and count
 # the drawn series in the resulting DOM; keep a screenshot of each as an artifact.
@@ -68,7 +72,7 @@ python3 - "$work" <<'PY'
 import json, sys, pathlib
 work = pathlib.Path(sys.argv[1])
 failures = 0
-for name in ("direct", "group", "relay"):
+for name in ("direct", "group", "relay", "relay-raw"):
     report = json.loads((work / f"{name}-report.json").read_text())
     c = report["counts"]
     problems = []

@@ -22,7 +22,16 @@ as_pg() {
 start_postgres() {
   [ -n "$pg_bin" ] || { echo "services: PostgreSQL is not installed (apt-get install postgresql)" >&2; exit 1; }
   mkdir -p "$dir"
-  if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres "$dir"
+    # The postgres user must be able to reach $dir: a parent made by `mktemp -d` is 0700. Grant
+    # traversal (not listing) on each ancestor it cannot pass.
+    ancestor=$(dirname "$(realpath "$dir")")
+    while [ "$ancestor" != / ]; do
+      runuser -u postgres -- test -x "$ancestor" || chmod o+x "$ancestor"
+      ancestor=$(dirname "$ancestor")
+    done
+  fi
   if [ ! -f "$dir/pg/PG_VERSION" ]; then
     as_pg "$pg_bin/initdb" -D "$dir/pg" -U parley --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1
   fi

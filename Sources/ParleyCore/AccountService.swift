@@ -11,13 +11,13 @@ public struct AuthTokens: Sendable {
 
 /// Registration, login, refresh-token rotation and logout.
 public struct AccountService: Sendable {
-    public let store: any ChatStore
-    public let hasher: any PasswordHasher
-    public let issuer: any AccessTokenIssuer
-    public let limits: Limits
-    public let refreshLifetimeSeconds: Int
+    private let store: any ChatStore
+    private let hasher: any PasswordHasher
+    private let issuer: any AccessTokenIssuer
+    private let limits: Limits
+    private let refreshLifetimeSeconds: Int
     /// Told about revoked sessions so that their open sockets close.
-    public let bus: any Bus
+    private let bus: any Bus
     private let dummyHash = DummyHash()
 
     public init(
@@ -87,6 +87,30 @@ public struct AccountService: Sendable {
     public func logout(userID: UUID, sessionID: UUID, now: Date = .now) async throws {
         try await store.revokeSession(id: sessionID, now: now)
         bus.publish(.sessionRevoked(sessionID: sessionID), to: [userID])
+    }
+
+    // MARK: Users
+
+    /// The caller's own profile; a caller whose account is gone is no longer authenticated.
+    public func profile(of userID: UUID) async throws -> User {
+        guard let user = try await store.user(id: userID) else { throw ParleyError.unauthenticated() }
+        return user
+    }
+
+    /// Users whose username or display name matches `query` (at most 64 characters), usernames first.
+    public func searchUsers(query: String, limit: Int) async throws -> [User] {
+        let query = query.trimmingCharacters(in: .whitespaces)
+        guard query.count <= 64 else { throw ParleyError.invalid("query must be at most 64 characters.", code: "invalid_query") }
+        guard (1...limits.maxSearchResults).contains(limit) else {
+            throw ParleyError.invalid("limit must be between 1 and \(limits.maxSearchResults).", code: "invalid_limit")
+        }
+        return query.isEmpty ? [] : try await store.searchUsers(query: query, limit: limit)
+    }
+
+    /// Profiles by id (at most 200), for showing member and sender names.
+    public func users(ids: [UUID]) async throws -> [User] {
+        guard ids.count <= 200 else { throw ParleyError.invalid("At most 200 ids.", code: "too_many_user_ids") }
+        return try await store.users(ids: ids)
     }
 
     private func startSession(for user: User, now: Date) async throws -> AuthTokens {

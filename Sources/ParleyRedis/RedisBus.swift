@@ -111,7 +111,14 @@ public final class RedisBus: Bus {
         var byShard: [Int: [UUID]] = [:]
         for recipient in recipients { byShard[Self.shard(of: recipient), default: []].append(recipient) }
         // The event is encoded once; each shard's payload only adds its own recipients around it.
-        guard let encoded = try? Self.encoder.encode(event) else { return }
+        let encoded: Data
+        do {
+            encoded = try Self.encoder.encode(event)
+        } catch {
+            dropped.increment()
+            logger.error("bus event not encodable; dropped", metadata: ["parley.error": "\(error)"])
+            return
+        }
         let eventJSON = String(decoding: encoded, as: UTF8.self)
         var commands: [[String]] = []
         for (shard, users) in byShard.sorted(by: { $0.key < $1.key }) {

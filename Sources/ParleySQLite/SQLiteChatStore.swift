@@ -389,7 +389,8 @@ public final class SQLiteChatStore: ChatStore {
     /// replayed clientMsgId hits the dedupe index, inserts nothing, and returns the original.
     static func appendBatch(_ requests: [SendRequest], db: Database) throws -> [Result<SendResult, any Error>] {
         struct ConversationState {
-            var members: [String]
+            /// The members as ids, converted once per batch and shared by every message's recipients.
+            var members: [UUID]
             var memberSet: Set<String>
             var firstSeq: Int64
             var lastSeq: Int64
@@ -416,7 +417,8 @@ public final class SQLiteChatStore: ChatStore {
                     continue
                 }
                 let members = try String.fetchAll(db.cachedStatement(sql: "SELECT user_id FROM members WHERE conversation_id = ?"), arguments: [cid])
-                conversations[cid] = ConversationState(members: members, memberSet: Set(members), firstSeq: lastSeq, lastSeq: lastSeq)
+                conversations[cid] = ConversationState(
+                    members: members.map(uuid), memberSet: Set(members), firstSeq: lastSeq, lastSeq: lastSeq)
             }
             guard var state = conversations[cid], state.memberSet.contains(sender) else {
                 results.append(.failure(ParleyError.conversationNotFound))
@@ -448,7 +450,7 @@ public final class SQLiteChatStore: ChatStore {
                     SendResult(
                         message: request.message(seq: seq),
                         replayed: false,
-                        recipients: state.members.map(uuid)
+                        recipients: state.members
                     )
                 )
             )

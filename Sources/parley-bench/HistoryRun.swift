@@ -103,7 +103,7 @@ struct HistoryRun {
             ack: Report.Latency(merged.ack),
             endToEnd: Report.Latency(merged.endToEnd),
             timeline: merged.timeline,
-            server: sampler.map(Report.Server.init),
+            server: sampler.map { Report.Server($0) },
             notes: [],
             kind: .requests
         )

@@ -97,8 +97,14 @@ struct MessageRun {
         let recipientsPerMessage = members.first?.recipients ?? 1
         let total = warmup + duration
         var previousDelivered = 0
+        // Server CPU per message over the measured window (after the warm-up, until the drain ends).
+        var windowStart: (cpu: Double, sent: Int)?
+        if warmup == 0, let pid = serverPID, let cpu = ProcessSampler.cpuSeconds(pid: pid) { windowStart = (cpu, 0) }
         for second in 1...Int(total.rounded(.up)) {
             try await Task.sleep(until: .now + .seconds(1))
+            if second == Int(warmup.rounded()), let pid = serverPID, let cpu = ProcessSampler.cpuSeconds(pid: pid) {
+                windowStart = (cpu, progress.sent.load(ordering: .relaxed))
+            }
             let delivered = progress.delivered.load(ordering: .relaxed)
             FileHandle.standardError.write(
                 Data(
@@ -126,6 +132,11 @@ struct MessageRun {
             try await Task.sleep(for: .milliseconds(100))
         }
         FileHandle.standardError.write(Data("\n".utf8))
+        var cpuMicrosPerMessage: Double?
+        if let windowStart, let pid = serverPID, let cpu = ProcessSampler.cpuSeconds(pid: pid) {
+            let messages = progress.sent.load(ordering: .relaxed) - windowStart.sent
+            if messages > 0 { cpuMicrosPerMessage = (cpu - windowStart.cpu) / Double(messages) * 1e6 }
+        }
         done.set()
         _ = await samplerTask.value
 
@@ -151,7 +162,7 @@ struct MessageRun {
             ack: Report.Latency(merged.ack),
             endToEnd: Report.Latency(merged.endToEnd),
             timeline: merged.timeline,
-            server: sampler.map(Report.Server.init),
+            server: sampler.map { Report.Server($0, cpuMicrosPerMessage: cpuMicrosPerMessage) },
             notes: []
         )
     }

@@ -42,6 +42,11 @@ final class ProcessSampler: Sendable {
         return user + system
     }
 
+    /// The process's CPU time so far (user + system), in seconds.
+    static func cpuSeconds(pid: Int32) -> Double? {
+        ProcessSampler(pid: pid).readCPU().map { $0 / Double(sysconf(Int32(_SC_CLK_TCK))) }
+    }
+
     /// The process's resident memory now, in MB.
     static func rssMB(pid: Int32) -> Double? {
         ProcessSampler(pid: pid).readRSSPages().map { $0 * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576 }

@@ -9,12 +9,14 @@ import NIOWebSocket
 /// `parley-bench relay`: the ceiling of this machine for Parley's frame traffic. It speaks just
 /// enough of the protocol for `direct --relay` (hello, send → ack, message to both members), on the
 /// same stack (SwiftNIO WebSocket, JSON decode and re-encode of every frame), with no accounts, no
-/// storage and no fan-out bus.
+/// storage and no fan-out bus. With `--raw` it does not decode JSON at all: the ack and the messages
+/// are the client's own bytes behind a new `type` prefix, the true ceiling of the machine.
 struct Relay: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the baseline relay: WebSocket frames forwarded between paired clients.")
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port to listen on.") var port = 9090
+    @Flag(help: "Forward frames without decoding JSON (re-prefixed bytes) instead of decoding and re-encoding each.") var raw = false
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
@@ -29,7 +31,7 @@ struct Relay: AsyncParsableCommand {
                 let pair = query.first { $0.name == "pair" }?.value ?? "0"
                 let side = Int(query.first { $0.name == "side" }?.value ?? "0") ?? 0
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RelayHandler(pair: pair, side: side, table: pairs))
+                    try channel.pipeline.syncOperations.addHandler(RelayHandler(pair: pair, side: side, table: pairs, raw: raw))
                 }
             }
         )
@@ -41,7 +43,7 @@ struct Relay: AsyncParsableCommand {
                 channel.pipeline.configureHTTPServerPipeline(withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
             }
             .bind(host: host, port: port).get()
-        print("relay listening on ws://\(host):\(port)/api/v1/ws")
+        print("relay\(raw ? " (raw)" : "") listening on ws://\(host):\(port)/api/v1/ws")
         try await server.closeFuture.get()
     }
 }
@@ -79,11 +81,40 @@ final class RelayHandler: ChannelInboundHandler, Sendable {
     let pair: String
     let side: Int
     let table: PairTable
+    let raw: Bool
 
-    init(pair: String, side: Int, table: PairTable) {
+    init(pair: String, side: Int, table: PairTable, raw: Bool) {
         self.pair = pair
         self.side = side
         self.table = table
+        self.raw = raw
+    }
+
+    private static let sendPrefix = Array(#"{"type":"send","#.utf8)
+    private static let pingPrefix = Array(#"{"type":"ping""#.utf8)
+    private static let ackPrefix = Array(#"{"type":"ack","#.utf8)
+
+    /// The raw relay: a send's bytes after `{"type":"send",` become the ack and, behind
+    /// `{"type":"message","seq":N,`, the message to both sides. Nothing is parsed.
+    private func relayRaw(_ payload: ByteBuffer, context: ChannelHandlerContext) {
+        let view = payload.readableBytesView
+        if view.starts(with: Self.pingPrefix) {
+            write(#"{"type":"pong"}"#, to: context.channel)
+            return
+        }
+        guard view.starts(with: Self.sendPrefix) else { return }
+        let rest = payload.getSlice(at: payload.readerIndex + Self.sendPrefix.count, length: payload.readableBytes - Self.sendPrefix.count)!
+        let (seq, peer) = table.nextSeq(pair: pair, otherThan: side)
+        var ack = context.channel.allocator.buffer(capacity: Self.ackPrefix.count + rest.readableBytes)
+        ack.writeBytes(Self.ackPrefix)
+        ack.writeImmutableBuffer(rest)
+        var message = context.channel.allocator.buffer(capacity: 32 + rest.readableBytes)
+        message.writeString(#"{"type":"message","seq":\#(seq),"#)
+        message.writeImmutableBuffer(rest)
+        let channel = context.channel
+        channel.write(WebSocketFrame(fin: true, opcode: .text, data: ack), promise: nil)
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: message), promise: nil)
+        peer?.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: message), promise: nil)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -98,6 +129,8 @@ final class RelayHandler: ChannelInboundHandler, Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
+        case .text where raw:
+            relayRaw(frame.unmaskedData, context: context)
         case .text:
             var payload = frame.unmaskedData
             guard let bytes = payload.readBytes(length: payload.readableBytes),

@@ -51,8 +51,11 @@ struct Report: Codable {
         var rssMB: [Double]
         var meanCPUPercent: Double
         var peakRSSMB: Double
+        /// Server CPU time (user + system) over the measured window per message sent in it, in µs.
+        var cpuMicrosPerMessage: Double?
 
-        init(_ sampler: ProcessSampler) {
+        init(_ sampler: ProcessSampler, cpuMicrosPerMessage: Double? = nil) {
+            self.cpuMicrosPerMessage = cpuMicrosPerMessage
             let (cpu, rss) = sampler.result
             pid = sampler.pid
             cpuPercent = cpu
@@ -120,6 +123,9 @@ struct Report: Codable {
         }
         if let server {
             lines.append(String(format: "  server pid %d: mean CPU %.0f%%, peak RSS %.0f MB", server.pid, server.meanCPUPercent, server.peakRSSMB))
+            if let perMessage = server.cpuMicrosPerMessage {
+                lines.append(String(format: "  server CPU per message: %.1f µs (user + system over the measured window)", perMessage))
+            }
         }
         lines.append(contentsOf: notes.map { "  note: \($0)" })
         return lines.joined(separator: "\n")

@@ -27,9 +27,9 @@ struct GatewayRobustnessTests {
             let body = String(repeating: "x", count: 3000)
             // Bob sends in rounds of 100 and alice must get each round before the next is sent, so every
             // round shows that delivery to her goes on while the stalled socket's backlog grows.
-            let started = ContinuousClock.now
             var seqs: [Int] = []
             var slothWentOffline = false
+            var cutOffInRound: Int?
             for round in 0..<(count / 100) {
                 for i in (round * 100 + 1)...(round * 100 + 100) {
                     try await bobSocket.send(#"{"type":"send","conversationId":"\#(group)","clientMsgId":"b\#(i)","body":"\#(i) \#(body)"}"#)
@@ -38,14 +38,17 @@ struct GatewayRobustnessTests {
                     let frame = try await aliceSocket.next(timeout: .seconds(15))
                     switch frame["type"].string {
                     case "message": seqs.append(frame["message"]["seq"].int ?? 0)
-                    case "presence" where frame["userId"].string == sloth.id && frame["status"].string == "offline": slothWentOffline = true
+                    case "presence" where frame["userId"].string == sloth.id && frame["status"].string == "offline":
+                        slothWentOffline = true
+                        cutOffInRound = cutOffInRound ?? round
                     default: continue
                     }
                 }
             }
-            let elapsed = ContinuousClock.now - started
             #expect(seqs == Array(1...count), "alice got every message, in order")
-            #expect(elapsed < .seconds(120), "delivery to alice kept going (took \(elapsed))")
+            // The stalled socket's backlog (its queue plus the kernel buffers) holds well under half of
+            // the 15 MB, so it is cut off midway, and alice's rounds after that still complete.
+            #expect((cutOffInRound ?? count) < count / 100 - 1, "the stalled socket was cut off while delivery to alice went on")
 
             // The stalled socket was cut off: reading it now ends in a close, and presence says offline.
             let (bytes, closed) = try await stalled.drain(timeout: .seconds(10))

@@ -44,7 +44,7 @@ func buildRouter(_ node: Node) -> Router<ParleyRequestContext> {
     let authenticated = api.group().add(
         middleware: AuthMiddleware(authenticator: node.authenticator, limiter: limiter, policy: configuration.rateLimits.api)
     )
-    UserController(store: node.adapters.store, limits: configuration.limits).addRoutes(to: authenticated.group("users"))
+    UserController(accounts: node.accounts).addRoutes(to: authenticated.group("users"))
     ConversationController(
         chat: node.chat,
         limiter: limiter,

@@ -4,8 +4,7 @@ import ParleyCore
 
 /// `/api/v1/users`: the caller's profile and user search.
 struct UserController {
-    let store: any ChatStore
-    let limits: Limits
+    let accounts: AccountService
 
     struct UsersResponse: Encodable {
         var users: [UserDTO]
@@ -18,7 +17,7 @@ struct UserController {
 
     @Sendable func me(_ request: Request, context: ParleyRequestContext) async throws -> Response {
         let identity = try context.requireIdentity()
-        guard let user = try await store.user(id: identity.userID) else { throw ParleyError.unauthenticated() }
+        let user = try await accounts.profile(of: identity.userID)
         return try APIJSON.response(UserDTO(user, includeEmail: true))
     }
 
@@ -27,13 +26,8 @@ struct UserController {
         if let raw = request.uri.queryParameters["ids"] {
             return try await lookUp(String(raw))
         }
-        let query = (request.uri.queryParameters["query"].map(String.init) ?? "").trimmingCharacters(in: .whitespaces)
-        guard query.count <= 64 else { throw ParleyError.invalid("query must be at most 64 characters.", code: "invalid_query") }
-        let limit = try request.queryInt("limit") ?? 20
-        guard (1...limits.maxSearchResults).contains(limit) else {
-            throw ParleyError.invalid("limit must be between 1 and \(limits.maxSearchResults).", code: "invalid_limit")
-        }
-        let users = query.isEmpty ? [] : try await store.searchUsers(query: query, limit: limit)
+        let query = request.uri.queryParameters["query"].map(String.init) ?? ""
+        let users = try await accounts.searchUsers(query: query, limit: try request.queryInt("limit") ?? 20)
         return try APIJSON.response(UsersResponse(users: users.map { UserDTO($0) }))
     }
 
@@ -45,7 +39,7 @@ struct UserController {
             guard let id = UUID(uuidString: part) else { throw ParleyError.invalid("\(part) is not a user id.", code: "invalid_id") }
             return id
         }
-        let users = try await store.users(ids: ids)
+        let users = try await accounts.users(ids: ids)
         return try APIJSON.response(UsersResponse(users: users.map { UserDTO($0) }))
     }
 }

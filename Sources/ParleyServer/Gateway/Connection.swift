@@ -116,7 +116,12 @@ final class Connection: Sendable {
             let (batch, close): ([ByteBuffer], (code: UInt16, reason: String)?) = state.withLock { state in
                 let count = min(64, state.frames.count)
                 let batch = Array(state.frames.prefix(count))
-                state.frames.removeFirst(count)
+                if count == state.frames.count {
+                    // Emptied: give the storage back rather than keep it for an idle socket.
+                    state.frames = Deque()
+                } else {
+                    state.frames.removeFirst(count)
+                }
                 if state.frames.isEmpty, let request = state.closeRequest, !state.closed {
                     state.closed = true
                     return (batch, request)

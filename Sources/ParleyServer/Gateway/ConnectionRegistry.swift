@@ -11,7 +11,8 @@ import Synchronization
 /// them, so a quick disconnect/reconnect can never leave a connected user unsubscribed.
 final class ConnectionRegistry: Sendable {
     private struct UserEntry {
-        var connections: [UUID: Connection]
+        /// A user has a socket or a few: an array costs less per idle socket than a dictionary.
+        var connections: [Connection]
         var subscribed: Promise<Void>
     }
 
@@ -68,12 +69,12 @@ final class ConnectionRegistry: Sendable {
         let subscribed: Promise<Void> = users.withLock { users in
             total.add(1, ordering: .relaxed)
             if var entry = users[connection.userID] {
-                entry.connections[connection.id] = connection
+                entry.connections.append(connection)
                 users[connection.userID] = entry
                 return entry.subscribed
             }
             let promise = Promise<Void>()
-            users[connection.userID] = UserEntry(connections: [connection.id: connection], subscribed: promise)
+            users[connection.userID] = UserEntry(connections: [connection], subscribed: promise)
             changesContinuation.yield(.subscribe(connection.userID, promise))
             return promise
         }
@@ -83,7 +84,8 @@ final class ConnectionRegistry: Sendable {
 
     func remove(_ connection: Connection) {
         users.withLock { users in
-            guard var entry = users[connection.userID], entry.connections.removeValue(forKey: connection.id) != nil else { return }
+            guard var entry = users[connection.userID], let index = entry.connections.firstIndex(where: { $0 === connection }) else { return }
+            entry.connections.remove(at: index)
             total.subtract(1, ordering: .relaxed)
             if entry.connections.isEmpty {
                 users.removeValue(forKey: connection.userID)
@@ -97,12 +99,12 @@ final class ConnectionRegistry: Sendable {
 
     var count: Int { total.load(ordering: .relaxed) }
 
-    var all: [Connection] { users.withLock { $0.values.flatMap { $0.connections.values } } }
+    var all: [Connection] { users.withLock { $0.values.flatMap(\.connections) } }
 
     /// Hands a bus delivery to the sockets of its recipients on this node.
     func deliver(_ delivery: BusDelivery) {
         let targets: [Connection] = users.withLock { users in
-            delivery.recipients.flatMap { users[$0]?.connections.values.map { $0 } ?? [] }
+            delivery.recipients.flatMap { users[$0]?.connections ?? [] }
         }
         guard !targets.isEmpty else { return }
         if case .sessionRevoked(let sessionID) = delivery.event {

@@ -12,7 +12,10 @@ import Synchronization
 /// and `SocketSession` run it); this type holds what they share and translates frames into
 /// `ChatService` / `PresenceService` calls. Events reach sockets only through the Bus (see
 /// `ConnectionRegistry.deliver`), never by a shortcut that would break with several nodes.
-struct Gateway: Sendable {
+///
+/// A class, shared by reference: every socket's session points at the one gateway instead of
+/// carrying a copy of all of this (a copy per socket was a kilobyte of every idle socket's memory).
+final class Gateway: Sendable {
     let chat: ChatService
     let presence: PresenceService
     let authenticator: Authenticator
@@ -25,6 +28,24 @@ struct Gateway: Sendable {
     let settings: ParleyConfiguration.Gateway
     let sockets = OpenSockets()
     let logger: Logger
+
+    init(
+        chat: ChatService, presence: PresenceService, authenticator: Authenticator, registry: ConnectionRegistry, limiter: any RateLimiter,
+        sendPolicy: RateLimitPolicy, framePolicy: RateLimitPolicy, ipPolicy: RateLimitPolicy, trustProxy: Bool,
+        settings: ParleyConfiguration.Gateway, logger: Logger
+    ) {
+        self.chat = chat
+        self.presence = presence
+        self.authenticator = authenticator
+        self.registry = registry
+        self.limiter = limiter
+        self.sendPolicy = sendPolicy
+        self.framePolicy = framePolicy
+        self.ipPolicy = ipPolicy
+        self.trustProxy = trustProxy
+        self.settings = settings
+        self.logger = logger
+    }
 
     static let framesIn = Counter(label: "parley_ws_frames_in_total")
     static let authenticateFirst = ParleyError.unauthenticated("Send an auth frame first.")

@@ -5,14 +5,17 @@ import ParleyCore
 /// The I/O shell of one upgraded WebSocket: turns frames into `SocketSession` calls on the channel's
 /// event loop and answers the protocol's own frames (ping, close). No task, no async stream: an idle
 /// socket is this handler, its session and NIO's buffers.
-final class GatewayHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
+    typealias OutboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
     private let session: SocketSession
-    private let identity: Identity?
-    /// A close frame went out from here (in answer to the peer's).
-    private var closeAnswered = false
+    /// What the upgrade's credentials proved; handed to the session once, then dropped.
+    private var identity: Identity?
+    /// A close frame went out (ours, or our answer to the peer's): the next one from the peer
+    /// completes the handshake and is not answered again.
+    private var closeSent = false
 
     init(session: SocketSession, identity: Identity?) {
         self.session = session
@@ -21,6 +24,7 @@ final class GatewayHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         session.started(identity: identity)
+        identity = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -44,8 +48,7 @@ final class GatewayHandler: ChannelInboundHandler, RemovableChannelHandler {
             // The peer closes (or answers our close): answer once, then close the TCP connection.
             var data = frame.unmaskedData
             let code = data.readInteger(as: UInt16.self) ?? CloseCode.normal
-            if !closeAnswered {
-                closeAnswered = true
+            if !closeSent {
                 let answer = Connection.closeFrame(code: code, reason: "", allocator: context.channel.allocator)
                 let channel = context.channel
                 context.writeAndFlush(wrapOutboundOut(answer)).whenComplete { _ in channel.close(promise: nil) }
@@ -57,6 +60,11 @@ final class GatewayHandler: ChannelInboundHandler, RemovableChannelHandler {
             // reserved opcode.
             close(context, code: 1002, reason: "reserved opcode")
         }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if unwrapOutboundIn(data).opcode == .connectionClose { closeSent = true }
+        context.write(data, promise: promise)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -29,6 +29,8 @@ struct GatewayServerChannel: ServerChildChannel, HTTPChannelHandler {
         let channel: any Channel
     }
 
+    static let receiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536)
+
     let responder: HTTPChannelHandler.Responder
     let gateway: Gateway
     let http1 = HTTP1Channel.Configuration()
@@ -40,6 +42,10 @@ struct GatewayServerChannel: ServerChildChannel, HTTPChannelHandler {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            // Every channel keeps its last receive buffer for reuse, so its first size is what an idle
+            // socket holds: 1 KB takes an upgrade request with its token in one read (NIO's default,
+            // 2 KB, was a quarter of an idle socket). Busy sockets grow it as they need.
+            try channel.syncOptions?.setOption(.recvAllocator, value: Self.receiveBuffers)
             // What `shouldUpgrade` decided, for the handlers installed after it.
             let admitted = NIOLockedValueBox<Identity?>(nil)
             let refusal = NIOLockedValueBox<ParleyError?>(nil)
@@ -66,7 +72,7 @@ struct GatewayServerChannel: ServerChildChannel, HTTPChannelHandler {
                 },
                 upgradePipelineHandler: { channel, _ in
                     channel.eventLoop.makeCompletedFuture {
-                        let session = SocketSession(gateway: gateway, channel: channel, logger: logger)
+                        let session = SocketSession(gateway: gateway, channel: channel)
                         try channel.pipeline.syncOperations.addHandlers([
                             NIOWebSocketFrameAggregator(
                                 minNonFinalFragmentSize: 0,

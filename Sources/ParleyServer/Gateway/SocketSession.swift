@@ -50,14 +50,13 @@ final class SocketSession: Sendable {
 
     private let gateway: Gateway
     private let channel: any Channel
-    private let logger: Logger
+    private var logger: Logger { gateway.logger }
     // Guarded by its Mutex; I/O and callbacks run outside the lock.
     private let state: Mutex<State>
 
-    init(gateway: Gateway, channel: any Channel, logger: Logger) {
+    init(gateway: Gateway, channel: any Channel) {
         self.gateway = gateway
         self.channel = channel
-        self.logger = logger
         state = Mutex(State(phase: .awaitingAuth, budget: FrameBudget(perSecond: gateway.framePolicy.perSecond, burst: gateway.framePolicy.burst)))
     }
 
@@ -93,7 +92,7 @@ final class SocketSession: Sendable {
                 return .handle(try ClientFrame.decode(text), state.connection)
             } catch {
                 // Before authentication, only auth and ping frames get more than "authenticate first".
-                if state.connection == nil, !["auth", "ping", nil].contains(error.type) {
+                if state.phase == .awaitingAuth, !["auth", "ping", nil].contains(error.type) {
                     return .reply(Gateway.authenticateFirst, ref: nil)
                 }
                 return .reply(error.error, ref: error.ref)
@@ -256,6 +255,8 @@ final class SocketSession: Sendable {
         let (job, reading): (Job?, Bool?) = state.withLock { state in
             guard state.phase != .closed, let job = state.jobs.popFirst() else {
                 state.working = false
+                // Give the storage back rather than keep it for an idle socket.
+                state.jobs = Deque()
                 return (nil, nil)
             }
             return (job, resumeReadingIfRoom(&state))
