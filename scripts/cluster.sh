@@ -72,6 +72,7 @@ start() {
     upstreams+="        server 127.0.0.1:$((first_node_port + i - 1)) max_fails=1 fail_timeout=2s;\n"
   done
   awk -v ups="$upstreams" -v listen="127.0.0.1:$port" '
+    /upstream / { done = 0 }
     /server parley[0-9]+:8080/ { if (!done) { printf "%s", ups; done = 1 }; next }
     /listen 8080;/ { sub("8080", listen) }
     { print }

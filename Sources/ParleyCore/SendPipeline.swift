@@ -28,9 +28,9 @@ public final class SendPipeline: Service, Sendable {
         public var maxBatch = 512
         /// How long an admitted send may expect to wait for its commit at the measured commit rate;
         /// past that, new sends are refused with `overloaded`.
-        public var maxQueueDelay: Duration = .milliseconds(50)
+        public var maxQueueDelay: Duration = .milliseconds(100)
         /// Sends always admitted, whatever the measured rate (a cold node has measured nothing yet).
-        public var minQueueLimit = 512
+        public var minQueueLimit = 1024
         /// Sends never queued beyond, however fast commits are.
         public var maxQueueLimit = 20_000
         /// Names the metrics: `parley_<name>_batch_size`, `parley_<name>_commit_seconds`.

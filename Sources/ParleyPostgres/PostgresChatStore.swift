@@ -17,6 +17,9 @@ public final class PostgresChatStore: ChatStore {
         public var database: String?
         /// Pooled connections per node.
         public var maxConnections: Int = 16
+        /// Connections opened at start and kept open: a burst of clients right after a deploy finds
+        /// them ready instead of queueing behind connection set-up.
+        public var minConnections: Int = 4
         /// The schema Parley's tables live in (the connections' `search_path`); the user's default when nil.
         public var schema: String?
 
@@ -60,6 +63,7 @@ public final class PostgresChatStore: ChatStore {
             tls: .disable
         )
         config.options.maximumConnections = configuration.maxConnections
+        config.options.minimumConnections = max(0, min(configuration.minConnections, configuration.maxConnections - 1))
         config.options.connectTimeout = .seconds(5)
         if let schema = configuration.schema {
             config.options.additionalStartupParameters = [("search_path", schema)]
