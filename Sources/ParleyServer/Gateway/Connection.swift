@@ -159,15 +159,18 @@ final class Connection: Sendable {
     }
 
     /// Closes cleanly: frames already queued are still written, then a close frame with `code`.
-    /// If the peer does not complete the close within two seconds, the channel is closed anyway.
+    /// If the peer does not complete the close within two seconds of the close frame, the channel is
+    /// closed anyway; a peer that does not read at all (so the close frame never goes out) is cut off
+    /// after five.
     func close(code: UInt16, reason: String) {
-        let drain = state.withLock { state in
-            guard !state.closed, state.closeRequest == nil else { return false }
+        let (requested, drain) = state.withLock { state -> (Bool, Bool) in
+            guard !state.closed, state.closeRequest == nil else { return (false, false) }
             state.closeRequest = (code, reason)
             state.started = true
-            return state.claimDrain()
+            return (true, state.claimDrain())
         }
         if drain { scheduleDrain() }
+        if requested { closeSoon(after: .seconds(5)) }
     }
 
     /// Stops accepting frames; frames not yet written are dropped. The channel is already closing.
