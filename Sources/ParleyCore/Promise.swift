@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 /// A value that will be set once and can be awaited by any number of tasks.
@@ -5,12 +6,13 @@ public final class Promise<Value: Sendable>: Sendable {
     public typealias Callback = @Sendable (Result<Value, any Error>) -> Void
 
     private enum State {
-        case waiting([CheckedContinuation<Value, any Error>], [Callback])
+        /// Waiters by key, so that a cancelled one can be taken out.
+        case waiting([UUID: CheckedContinuation<Value, any Error>], [Callback])
         case done(Result<Value, any Error>)
     }
 
     // Guarded by its Mutex; callbacks and continuations run outside the lock.
-    private let state = Mutex(State.waiting([], []))
+    private let state = Mutex(State.waiting([:], []))
 
     public init() {}
 
@@ -18,7 +20,7 @@ public final class Promise<Value: Sendable>: Sendable {
         let (waiters, callbacks): ([CheckedContinuation<Value, any Error>], [Callback]) = state.withLock { state in
             guard case .waiting(let waiters, let callbacks) = state else { return ([], []) }
             state = .done(result)
-            return (waiters, callbacks)
+            return (Array(waiters.values), callbacks)
         }
         for callback in callbacks { callback(result) }
         for waiter in waiters { waiter.resume(with: result) }
@@ -48,20 +50,33 @@ public final class Promise<Value: Sendable>: Sendable {
         }
     }
 
+    /// Waits for the result. A waiting task that is cancelled stops waiting with `CancellationError`
+    /// (the promise itself stays unresolved for everyone else).
     public var value: Value {
         get async throws {
-            try await withCheckedThrowingContinuation { continuation in
-                let done: Result<Value, any Error>? = state.withLock { state in
-                    switch state {
-                    case .waiting(var waiters, let callbacks):
-                        waiters.append(continuation)
-                        state = .waiting(waiters, callbacks)
-                        return nil
-                    case .done(let result):
-                        return result
+            let key = UUID()
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { continuation in
+                    let done: Result<Value, any Error>? = state.withLock { state in
+                        switch state {
+                        case .waiting(var waiters, let callbacks):
+                            if Task.isCancelled { return .failure(CancellationError()) }
+                            waiters[key] = continuation
+                            state = .waiting(waiters, callbacks)
+                            return nil
+                        case .done(let result):
+                            return result
+                        }
                     }
+                    if let done { continuation.resume(with: done) }
                 }
-                if let done { continuation.resume(with: done) }
+            } onCancel: {
+                let waiter: CheckedContinuation<Value, any Error>? = state.withLock { state in
+                    guard case .waiting(var waiters, let callbacks) = state, let waiter = waiters.removeValue(forKey: key) else { return nil }
+                    state = .waiting(waiters, callbacks)
+                    return waiter
+                }
+                waiter?.resume(throwing: CancellationError())
             }
         }
     }

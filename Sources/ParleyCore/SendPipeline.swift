@@ -131,7 +131,7 @@ public final class SendPipeline: Service, Sendable {
 
     /// Requests allowed in the queue: what the store commits within `maxQueueDelay` at the measured rate.
     private func queueLimit(commitRate: Double) -> Int {
-        let delay = Double(configuration.maxQueueDelay.components.seconds) + Double(configuration.maxQueueDelay.components.attoseconds) / 1e18
+        let delay = configuration.maxQueueDelay.inSeconds
         let fits = Int(min(commitRate * delay, Double(configuration.maxQueueLimit)))
         return max(configuration.minQueueLimit, fits)
     }
@@ -212,7 +212,7 @@ public final class SendPipeline: Service, Sendable {
     }
 
     private func measure(committed count: Int, in elapsed: Duration) {
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.inSeconds
         guard seconds > 0 else { return }
         let rate = Double(count) / seconds
         state.withLock { state in

@@ -58,14 +58,10 @@ public final class RedisSubscriber: Service, Sendable {
     /// Returns once the first connection is up, or throws `connectionClosed` after `timeout`.
     public func waitUntilConnected(timeout: Duration) async throws {
         let firstConnection = self.firstConnection
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await firstConnection.value }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                throw RedisError.connectionClosed
-            }
-            defer { group.cancelAll() }
-            try await group.next()
+        do {
+            try await withTimeout(timeout) { try await firstConnection.value }
+        } catch is TimeoutError {
+            throw RedisError.connectionClosed
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import ParleyCore
 
 /// Inbound frame budget of one socket: a token bucket, not shared, so it needs no lock.
 struct FrameBudget {
@@ -17,7 +18,7 @@ struct FrameBudget {
     mutating func take() -> Bool {
         let now = ContinuousClock.now
         let elapsed = now - updated
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.inSeconds
         tokens = min(burst, tokens + seconds * perSecond)
         updated = now
         guard tokens >= 1 else { return false }

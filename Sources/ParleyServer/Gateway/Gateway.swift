@@ -69,7 +69,7 @@ final class Gateway: Sendable {
 
     /// Whether `frame` can be handled on the event loop, without waiting: pings, and sends when the
     /// rate limiter answers from memory.
-    func canHandleAtOnce(_ frame: ClientFrame, userID: UUID?) -> Bool {
+    func canHandleAtOnce(_ frame: ClientFrame) -> Bool {
         switch frame {
         case .ping: true
         case .send: limiter.answersAtOnce
@@ -166,46 +166,6 @@ final class Gateway: Sendable {
             } catch let error as ParleyError {
                 connection.enqueue(ServerFrame.error(error, ref: key))
             }
-        }
-    }
-}
-
-/// How many gateway sockets are open on this node (authenticated or not), so that shutdown can wait
-/// for the last one to close.
-final class OpenSockets: Sendable {
-    private struct State {
-        var count = 0
-        var waiters: [CheckedContinuation<Void, Never>] = []
-    }
-
-    // Guarded by its Mutex; waiters resumed outside it.
-    private let state = Mutex(State())
-
-    var count: Int { state.withLock { $0.count } }
-
-    func opened() {
-        state.withLock { $0.count += 1 }
-    }
-
-    func closed() {
-        let waiters: [CheckedContinuation<Void, Never>] = state.withLock { state in
-            state.count -= 1
-            guard state.count == 0 else { return [] }
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume() }
-    }
-
-    /// Returns once no socket is open.
-    func allClosed() async {
-        await withCheckedContinuation { continuation in
-            let done = state.withLock { state in
-                if state.count == 0 { return true }
-                state.waiters.append(continuation)
-                return false
-            }
-            if done { continuation.resume() }
         }
     }
 }

@@ -61,18 +61,7 @@ struct GatewayService: Service {
         guard open > 0 else { return }
         logger.info("waiting for sockets to close", metadata: ["parley.sockets": "\(open)"])
         let sockets = self.sockets
-        let drained = await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                await sockets.allClosed()
-                return true
-            }
-            group.addTask {
-                try? await Task.sleep(for: drainTimeout)
-                return false
-            }
-            defer { group.cancelAll() }
-            return await group.next() ?? false
-        }
+        let drained = (try? await withTimeout(drainTimeout) { await sockets.allClosed() }) != nil
         if !drained {
             logger.warning("sockets still open after the drain timeout; closing them", metadata: ["parley.sockets": "\(sockets.count)"])
             for connection in registry.all { connection.forceClose(code: CloseCode.goingAway, reason: "server shutting down") }

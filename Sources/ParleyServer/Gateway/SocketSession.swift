@@ -204,7 +204,7 @@ final class SocketSession: Sendable {
             case .authenticating, .opening:
                 return .queue(.frame(frame))
             case .open:
-                if state.jobs.isEmpty, !state.working, gateway.canHandleAtOnce(frame, userID: connection?.userID) { return .now }
+                if state.jobs.isEmpty, !state.working, gateway.canHandleAtOnce(frame) { return .now }
                 return .queue(.frame(frame))
             case .closing, .closed:
                 return .reply(.shuttingDown)

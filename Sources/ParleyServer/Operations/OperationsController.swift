@@ -61,19 +61,6 @@ struct OperationsController {
         return try APIJSON.response(Status(status: "unavailable", node: nodeID, checks: results), status: .serviceUnavailable)
     }
 
-    /// Runs `body`, giving up after `limit`.
-    private func withTimeout(_ limit: Duration, _ body: @escaping @Sendable () async throws -> Void) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                throw ParleyError(.unavailable, code: "timeout", message: "Timed out.")
-            }
-            try await group.next()
-            group.cancelAll()
-        }
-    }
-
     static let openAPIDocument: Data? = Bundle.module.url(forResource: "openapi", withExtension: "yaml", subdirectory: "Resources")
         .flatMap { try? Data(contentsOf: $0) }
 }
