@@ -1,18 +1,24 @@
+import NIOCore
+
 /// A RESP2 value, as Redis sends it.
 public enum RESPValue: Sendable, Equatable {
     case simpleString(String)
     case error(String)
     case integer(Int64)
-    /// A bulk string; nil is RESP's null bulk string (`$-1`).
-    case bulkString([UInt8]?)
+    /// A bulk string; nil is RESP's null bulk string (`$-1`). The bytes are a slice of the buffer
+    /// they arrived in, not a copy.
+    case bulkString(ByteBuffer?)
     /// An array; nil is RESP's null array (`*-1`).
     case array([RESPValue]?)
+
+    /// A bulk string holding `text`'s UTF-8 bytes.
+    public static func bulk(_ text: String) -> RESPValue { .bulkString(ByteBuffer(string: text)) }
 
     /// The value as text, for simple and bulk strings.
     public var string: String? {
         switch self {
         case .simpleString(let text): text
-        case .bulkString(let bytes?): String(decoding: bytes, as: UTF8.self)
+        case .bulkString(let bytes?): String(buffer: bytes)
         default: nil
         }
     }
@@ -37,21 +43,21 @@ public enum RESPValue: Sendable, Equatable {
 
 /// Writes commands in RESP's request form: an array of bulk strings.
 public enum RESPEncoder {
-    public static func encode(_ command: [String], into bytes: inout [UInt8]) {
-        encode(command.map { Array($0.utf8) }, into: &bytes)
+    public static func encode(_ command: [String], into buffer: inout ByteBuffer) {
+        writeHeader(UInt8(ascii: "*"), command.count, into: &buffer)
+        for argument in command {
+            writeHeader(UInt8(ascii: "$"), argument.utf8.count, into: &buffer)
+            buffer.writeString(argument)
+            buffer.writeInteger(crlf)
+        }
     }
 
-    public static func encode(_ command: [[UInt8]], into bytes: inout [UInt8]) {
-        bytes.append(UInt8(ascii: "*"))
-        bytes.append(contentsOf: String(command.count).utf8)
-        bytes.append(contentsOf: [13, 10])
-        for argument in command {
-            bytes.append(UInt8(ascii: "$"))
-            bytes.append(contentsOf: String(argument.count).utf8)
-            bytes.append(contentsOf: [13, 10])
-            bytes.append(contentsOf: argument)
-            bytes.append(contentsOf: [13, 10])
-        }
+    private static let crlf: UInt16 = 0x0D0A
+
+    private static func writeHeader(_ type: UInt8, _ count: Int, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(type)
+        buffer.writeString(String(count))
+        buffer.writeInteger(crlf)
     }
 }
 
@@ -60,12 +66,15 @@ public struct RESPProtocolError: Error, Sendable, Equatable, CustomStringConvert
     init(_ description: String) { self.description = description }
 }
 
-/// The RESP2 reply parser: a pure state machine with no I/O. Feed it bytes as they arrive, in any
-/// split, and take complete values out in order. Nested arrays are parsed with an explicit stack,
+/// The RESP2 reply parser: a pure state machine with no I/O. Feed it buffers as they arrive, in any
+/// split, and take complete values out in order. Bulk strings come out as slices of the buffers
+/// fed in (no copy) unless a value spans two reads. Nested arrays are parsed with an explicit stack,
 /// so a partial reply resumes where it stopped instead of being re-read from its start.
 public struct RESPParser: Sendable {
     /// A reply is refused past this size, so a broken peer cannot make us buffer without bound.
     public static let maxBulkLength = 512 * 1024 * 1024
+    /// A header line (type byte, number or simple string) longer than this is refused.
+    public static let maxLineLength = 64 * 1024
 
     private enum Step: Sendable {
         /// Waiting for a type byte and its header line.
@@ -79,8 +88,8 @@ public struct RESPParser: Sendable {
         var elements: [RESPValue]
     }
 
-    private var buffer: [UInt8] = []
-    private var offset = 0
+    /// Bytes received and not yet parsed, from the reader index on.
+    private var buffer = ByteBuffer()
     private var step = Step.header
     private var stack: [OpenArray] = []
     private var ready: [RESPValue] = []
@@ -88,18 +97,25 @@ public struct RESPParser: Sendable {
 
     public init() {}
 
-    /// Adds bytes from the wire and parses every value they complete. A protocol error is final:
+    /// Adds a buffer from the wire and parses every value it completes. A protocol error is final:
     /// the connection must be dropped.
-    public mutating func feed<Bytes: Sequence>(_ bytes: Bytes) throws where Bytes.Element == UInt8 {
-        buffer.append(contentsOf: bytes)
+    public mutating func feed(_ bytes: ByteBuffer) throws {
+        if buffer.readableBytes == 0 {
+            // The common case, a read holding whole replies: parse the read's own storage.
+            buffer = bytes
+        } else {
+            var bytes = bytes
+            buffer.writeBuffer(&bytes)
+        }
         while let value = try parseOne() {
             complete(value)
         }
-        // Drop consumed bytes now and then rather than on every read.
-        if offset > 0 && (offset == buffer.count || offset > 64 * 1024) {
-            buffer.removeFirst(offset)
-            offset = 0
-        }
+        if buffer.readerIndex > Self.maxLineLength { buffer.discardReadBytes() }
+    }
+
+    /// Adds bytes from the wire (tests and tools); the same as feeding them as one buffer.
+    public mutating func feed(_ bytes: some Sequence<UInt8>) throws {
+        try feed(ByteBuffer(bytes: bytes))
     }
 
     /// The next complete top-level value, in arrival order.
@@ -134,27 +150,28 @@ public struct RESPParser: Sendable {
         while true {
             switch step {
             case .bulk(let length):
-                guard buffer.count - offset >= length + 2 else { return nil }
-                let bytes = Array(buffer[offset..<offset + length])
-                guard buffer[offset + length] == 13, buffer[offset + length + 1] == 10 else {
+                guard buffer.readableBytes >= length + 2 else { return nil }
+                guard buffer.getInteger(at: buffer.readerIndex + length, as: UInt16.self) == 0x0D0A else {
                     throw RESPProtocolError("bulk string not terminated by CRLF")
                 }
-                offset += length + 2
+                let bytes = buffer.readSlice(length: length)!
+                buffer.moveReaderIndex(forwardBy: 2)
                 step = .header
                 return .bulkString(bytes)
             case .header:
-                guard let lineEnd = findCRLF() else {
-                    if buffer.count - offset > 64 * 1024 { throw RESPProtocolError("header line too long") }
+                guard let lineLength = lineLength() else {
+                    if buffer.readableBytes > Self.maxLineLength { throw RESPProtocolError("header line too long") }
                     return nil
                 }
-                let type = buffer[offset]
-                let line = buffer[(offset + 1)..<lineEnd]
-                offset = lineEnd + 2
+                guard lineLength > 0 else { throw RESPProtocolError("header line without a type byte") }
+                let type: UInt8 = buffer.readInteger()!
+                var line = buffer.readSlice(length: lineLength - 1)!
+                buffer.moveReaderIndex(forwardBy: 2)
                 switch type {
                 case UInt8(ascii: "+"):
-                    return .simpleString(String(decoding: line, as: UTF8.self))
+                    return .simpleString(line.readString(length: line.readableBytes)!)
                 case UInt8(ascii: "-"):
-                    return .error(String(decoding: line, as: UTF8.self))
+                    return .error(line.readString(length: line.readableBytes)!)
                 case UInt8(ascii: ":"):
                     return .integer(try Self.integer(line))
                 case UInt8(ascii: "$"):
@@ -175,18 +192,39 @@ public struct RESPParser: Sendable {
         }
     }
 
-    private func findCRLF() -> Int? {
-        var index = offset
-        while index + 1 < buffer.count {
-            if buffer[index] == 13 && buffer[index + 1] == 10 { return index }
-            index += 1
+    /// The length of the header line at the reader index (type byte included, CRLF excluded), or
+    /// nil while its CRLF has not arrived.
+    private func lineLength() -> Int? {
+        buffer.withUnsafeReadableBytes { bytes -> Int? in
+            guard bytes.count >= 2 else { return nil }
+            var index = 0
+            while index + 1 < bytes.count {
+                if bytes[index] == 13 && bytes[index + 1] == 10 { return index }
+                index += 1
+            }
+            return nil
         }
-        return nil
     }
 
-    private static func integer(_ line: ArraySlice<UInt8>) throws -> Int64 {
-        guard let value = Int64(String(decoding: line, as: UTF8.self)) else {
-            throw RESPProtocolError("not an integer: \(String(decoding: line.prefix(32), as: UTF8.self))")
+    /// A signed 64-bit decimal; anything else (overflow included) is a protocol error.
+    private static func integer(_ line: ByteBuffer) throws -> Int64 {
+        let value = line.withUnsafeReadableBytes { bytes -> Int64? in
+            var digits = bytes[...]
+            let negative = digits.first == UInt8(ascii: "-")
+            if negative { digits = digits.dropFirst() }
+            guard !digits.isEmpty else { return nil }
+            var value: Int64 = 0
+            for digit in digits {
+                guard digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") else { return nil }
+                let (shifted, overflow) = value.multipliedReportingOverflow(by: 10)
+                let (sum, overflow2) = shifted.addingReportingOverflow(Int64(digit - UInt8(ascii: "0")))
+                guard !overflow, !overflow2 else { return nil }
+                value = sum
+            }
+            return negative ? -value : value
+        }
+        guard let value else {
+            throw RESPProtocolError("not an integer: \(String(decoding: line.readableBytesView.prefix(32), as: UTF8.self))")
         }
         return value
     }

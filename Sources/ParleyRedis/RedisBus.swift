@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Metrics
 import NIOCore
+import NIOFoundationCompat
 import NIOPosix
 import ParleyCore
 import ServiceLifecycle
@@ -196,8 +197,8 @@ public final class RedisBus: Bus {
         flusher?.resume(returning: nil)
     }
 
-    private func received(channel: String, payload: [UInt8]) {
-        guard let envelope = try? Self.decoder.decode(Envelope.self, from: Data(payload)) else {
+    private func received(channel: String, payload: ByteBuffer) {
+        guard let envelope = try? Self.decoder.decode(Envelope.self, from: payload) else {
             logger.warning("undecodable bus message", metadata: ["parley.channel": "\(channel)"])
             return
         }

@@ -56,7 +56,7 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
 /// One write on its way to the server: the encoded commands and who waits for their replies.
 struct RedisRequest: Sendable {
     /// One or more encoded commands.
-    var bytes: [UInt8]
+    var bytes: ByteBuffer
     /// One promise per command that expects a reply, in command order.
     var replies: [EventLoopPromise<RESPValue>]
 }
@@ -80,13 +80,13 @@ final class RedisChannelHandler: ChannelDuplexHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
         for reply in request.replies { waiting.append(reply) }
-        context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: request.bytes)), promise: promise)
+        context.write(wrapOutboundOut(request.bytes), promise: promise)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
         do {
-            try parser.feed(buffer.readableBytesView)
+            try parser.feed(buffer)
         } catch {
             context.fireErrorCaught(error)
             context.close(promise: nil)
@@ -166,8 +166,7 @@ public final class RedisConnection: Sendable {
     /// Sends one command and waits for its reply. An error reply is returned, not thrown.
     public func send(_ command: [String]) async throws -> RESPValue {
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
-        var bytes: [UInt8] = []
-        RESPEncoder.encode(command, into: &bytes)
+        let bytes = encode([command])
         channel.writeAndFlush(RedisRequest(bytes: bytes, replies: [promise])).whenFailure { promise.fail($0) }
         return try await promise.futureResult.get()
     }
@@ -181,10 +180,7 @@ public final class RedisConnection: Sendable {
     /// Sends several commands in one write and waits for all replies (error replies included).
     public func pipeline(_ commands: [[String]]) async throws -> [RESPValue] {
         guard !commands.isEmpty else { return [] }
-        var bytes: [UInt8] = []
-        for command in commands {
-            RESPEncoder.encode(command, into: &bytes)
-        }
+        let bytes = encode(commands)
         // One write: the handler queues the promises, in order, before the bytes go out.
         let promises = commands.map { _ in channel.eventLoop.makePromise(of: RESPValue.self) }
         channel.writeAndFlush(RedisRequest(bytes: bytes, replies: promises)).whenFailure { error in promises.forEach { $0.fail(error) } }
@@ -196,9 +192,13 @@ public final class RedisConnection: Sendable {
 
     /// Writes a command without waiting for anything (push-mode connections: SUBSCRIBE and friends).
     func fire(_ command: [String]) {
-        var bytes: [UInt8] = []
-        RESPEncoder.encode(command, into: &bytes)
-        channel.writeAndFlush(RedisRequest(bytes: bytes, replies: []), promise: nil)
+        channel.writeAndFlush(RedisRequest(bytes: encode([command]), replies: []), promise: nil)
+    }
+
+    private func encode(_ commands: [[String]]) -> ByteBuffer {
+        var buffer = channel.allocator.buffer(capacity: 256)
+        for command in commands { RESPEncoder.encode(command, into: &buffer) }
+        return buffer
     }
 
     public func close() {

@@ -12,7 +12,7 @@ import Synchronization
 /// A `Service`: `run()` keeps the connection up for the life of the node and closes it on graceful
 /// shutdown (or cancellation).
 public final class RedisSubscriber: Service, Sendable {
-    public typealias MessageHandler = @Sendable (_ channel: String, _ payload: [UInt8]) -> Void
+    public typealias MessageHandler = @Sendable (_ channel: String, _ payload: ByteBuffer) -> Void
 
     private struct State {
         var wanted: Set<String> = []

@@ -35,10 +35,10 @@ private final class Pushes: Sendable {
     let values = Mutex<[RESPValue]>([])
 }
 
-private func bulk(_ text: String) -> RESPValue { .bulkString(Array(text.utf8)) }
+private func bulk(_ text: String) -> RESPValue { .bulk(text) }
 
-private func encoded(_ commands: [[String]]) -> [UInt8] {
-    var bytes: [UInt8] = []
+private func encoded(_ commands: [[String]]) -> ByteBuffer {
+    var bytes = ByteBuffer()
     for command in commands { RESPEncoder.encode(command, into: &bytes) }
     return bytes
 }

@@ -65,7 +65,7 @@ struct RedisClientTests {
         }
         let received = Mutex<[String]>([])
         let subscriber = RedisSubscriber(configuration: configuration, logger: .quiet) { _, payload in
-            received.withLock { $0.append(String(decoding: payload, as: UTF8.self)) }
+            received.withLock { $0.append(String(buffer: payload)) }
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await subscriber.run() }
