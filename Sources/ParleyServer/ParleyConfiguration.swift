@@ -193,6 +193,10 @@ public struct ParleyConfiguration: Sendable {
             guard v >= 1 else { throw ConfigurationError("PARLEY_SEND_MAX_QUEUE_DELAY_MS must be at least 1") }
             sendPipeline.maxQueueDelay = .milliseconds(v)
         }
+        if let v = try int("SEND_COMMIT_WINDOW_MS") {
+            guard (0...50).contains(v) else { throw ConfigurationError("PARLEY_SEND_COMMIT_WINDOW_MS must be 0–50") }
+            sendPipeline.commitWindow = .milliseconds(v)
+        }
     }
 
     /// Rejects values that would make the node insecure or unable to work.

@@ -166,6 +166,23 @@ struct SendPipelineTests {
         }
     }
 
+    @Test("commit window: an idle node commits a lone send at once; sends arriving while it is busy share one commit")
+    func commitWindow() async throws {
+        let window = Duration.seconds(1)
+        try await withPipeline(configure: { $0.commitWindow = window }) { pipeline, store, _ in
+            let started = ContinuousClock.now
+            let lone = try await pipeline.send(caller: alice, conversationID: conversation, body: "lone", clientMsgID: "0")
+            #expect(lone.message.seq == 1)
+            #expect(ContinuousClock.now - started < window, "the idle node did not wait out the window")
+            // Within a window of that commit, ten sends arrive one after another: they wait for each
+            // other instead of taking a commit each.
+            var promises: [Promise<SendResult>] = []
+            for i in 1...10 { promises.append(try pipeline.submit(caller: bob, conversationID: conversation, body: "m\(i)", clientMsgID: "\(i)")) }
+            for (index, promise) in promises.enumerated() { #expect(try await promise.value.message.seq == Int64(index + 2)) }
+            #expect(store.batches.map(\.count) == [1, 10])
+        }
+    }
+
     @Test("a failed transaction fails only its own batch; the next sends commit")
     func failedTransaction() async throws {
         try await withPipeline { pipeline, store, published in
