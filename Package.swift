@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = [
@@ -13,6 +13,12 @@ let package = Package(
         .executable(name: "parley-bench", targets: ["parley-bench"]),
         .library(name: "ParleyCore", targets: ["ParleyCore"]),
         .library(name: "ParleyServer", targets: ["ParleyServer"]),
+    ],
+    traits: [
+        .trait(
+            name: "Kafka",
+            description: "The Kafka event stream through librdkafka (Debian: apt-get install librdkafka-dev)"
+        )
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -80,6 +86,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .systemLibrary(
+            name: "CRdKafka",
+            pkgConfig: "rdkafka",
+            providers: [.apt(["librdkafka-dev"])]
+        ),
+        .target(
+            name: "ParleyKafka",
+            dependencies: [
+                "ParleyCore",
+                .target(name: "CRdKafka", condition: .when(traits: ["Kafka"])),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "ParleyServer",
             dependencies: [
@@ -87,6 +108,7 @@ let package = Package(
                 "ParleySQLite",
                 "ParleyPostgres",
                 "ParleyRedis",
+                "ParleyKafka",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
@@ -115,6 +137,7 @@ let package = Package(
                 "ParleyCore",
                 "ParleySQLite",
                 "ParleyPostgres",
+                "ParleyKafka",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -175,6 +198,11 @@ let package = Package(
         .testTarget(
             name: "ParleyRedisTests",
             dependencies: ["ParleyRedis", "ParleyTestSupport", .product(name: "NIOEmbedded", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ParleyKafkaTests",
+            dependencies: ["ParleyKafka", "ParleyTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

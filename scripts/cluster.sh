@@ -57,7 +57,7 @@ start_node() {
 
 start() {
   local n=${1:-2}
-  [ -x "$bin" ] || { echo "cluster: $bin not built (swift build -c release)" >&2; exit 1; }
+  [ -x "$bin" ] || { echo "cluster: $bin not built (swift build -c release --traits Kafka)" >&2; exit 1; }
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "cluster: nginx is not installed (apt-get install nginx)" >&2; exit 1; }
   mkdir -p "$dir/nginx/logs"
   echo "$n" >"$dir/nodes"

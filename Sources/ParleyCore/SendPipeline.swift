@@ -21,6 +21,8 @@ import Synchronization
 ///    the promise's callback, synchronously, so the sender hears `ack` before `message`.
 /// 5. Every new message is published on the `Bus` to the conversation's members, in commit (and so
 ///    seq) order. A replayed send resolves to the original and publishes nothing.
+/// 6. With an event stream, the store wrote each new message's `message.created` event to its
+///    outbox in the same transaction; the pipeline wakes the `OutboxRelay`, which produces it.
 ///
 /// On graceful shutdown the pipeline stops admitting (`shutting_down`), commits and acknowledges
 /// everything already queued, then returns, before the store closes.
@@ -68,6 +70,7 @@ public final class SendPipeline: Service, Sendable {
     private let typing: TypingTracker
     private let limits: Limits
     private let configuration: Configuration
+    private let relay: OutboxRelay?
     private let logger: Logger
 
     private let batchSize: Recorder
@@ -76,8 +79,9 @@ public final class SendPipeline: Service, Sendable {
 
     public init(
         store: any MessageStore, bus: any Bus, typing: TypingTracker, limits: Limits, configuration: Configuration = .init(),
-        logger: Logger
+        relay: OutboxRelay? = nil, logger: Logger
     ) {
+        self.relay = relay
         self.store = store
         self.bus = bus
         self.typing = typing
@@ -225,10 +229,14 @@ public final class SendPipeline: Service, Sendable {
             pending.promise.resolve(.failure(ParleyError.internal(detail: "appendBatch returned too few outcomes")))
         }
         // 5. Fan-out: new messages only, in seq order.
+        var published = false
         for case .success(let sent) in outcomes where !sent.replayed {
             typing.clear(conversationID: sent.message.conversationID, userID: sent.message.senderID)
             bus.publish(.message(sent.message), to: sent.recipients)
+            published = true
         }
+        // 6. The stream: their events are in the outbox, committed with them.
+        if published { relay?.eventsCommitted() }
     }
 
     private func measure(committed count: Int, in elapsed: Duration) {

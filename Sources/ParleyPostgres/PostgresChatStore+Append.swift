@@ -11,11 +11,13 @@ extension PostgresChatStore {
     /// 2. read their members;
     /// 3. look up the clientMsgIds already stored (replays);
     /// 4. insert the new messages with `unnest` arrays;
-    /// 5. move each conversation's `last_seq` and the senders' own watermarks.
+    /// 5. move each conversation's `last_seq` and the senders' own watermarks;
+    /// 6. with an outbox, write each new message's `message.created` event.
     ///
     /// Seqs are assigned here, under the row locks, so they stay gapless while several nodes write
     /// to the same conversation. A request that fails (not a member) writes nothing.
-    static func appendBatch(_ requests: [SendRequest], on db: PostgresConnection) async throws -> [Result<SendResult, any Error>] {
+    static func appendBatch(_ requests: [SendRequest], outboxNode: String?, on db: PostgresConnection) async throws -> [Result<SendResult, any Error>]
+    {
         let conversationIDs = Array(Set(requests.map(\.conversationID))).sorted { $0.uuidString < $1.uuidString }
         var lastSeqs: [UUID: Int64] = [:]
         for try await (id, lastSeq) in try await db.run(
@@ -115,6 +117,27 @@ extension PostgresChatStore {
             WHERE m.conversation_id = n.c AND m.user_id = n.u
             """
         )
+        if let outboxNode {
+            try await writeEvents(try inserts.map { try StreamEvent.messageCreated($0, node: outboxNode) }, on: db)
+        }
         return results
+    }
+
+    /// Writes events to the outbox inside the caller's transaction, in order (their positions
+    /// increase in array order).
+    static func writeEvents(_ events: [StreamEvent], on db: PostgresConnection) async throws {
+        guard !events.isEmpty else { return }
+        let envelopes = try events.map { String(decoding: try $0.envelope(), as: UTF8.self) }
+        let now = Date.now.millis
+        try await db.execute(
+            """
+            INSERT INTO outbox (shard, event_id, topic, key, type, envelope, created_at)
+            SELECT sh, e, tp, k, ty, env, \(now)
+            FROM unnest(\(events.map { Int32(StreamEvent.shard(of: $0.key)) })::integer[], \(events.map(\.id))::uuid[],
+                        \(events.map(\.topic.rawValue))::text[], \(events.map(\.key))::text[], \(events.map(\.type))::text[],
+                        \(envelopes)::text[]) WITH ORDINALITY AS n(sh, e, tp, k, ty, env, ord)
+            ORDER BY ord
+            """
+        )
     }
 }

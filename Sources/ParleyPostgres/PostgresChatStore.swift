@@ -22,6 +22,9 @@ public final class PostgresChatStore: ChatStore {
         public var minConnections: Int = 4
         /// The schema Parley's tables live in (the connections' `search_path`); the user's default when nil.
         public var schema: String?
+        /// When set, every change also writes its stream event to the outbox, in the same
+        /// transaction, stamped with this node id. Nil writes none.
+        public var outboxNode: String?
 
         public init(host: String, port: Int = 5432, username: String, password: String?, database: String?) {
             self.host = host
@@ -51,6 +54,7 @@ public final class PostgresChatStore: ChatStore {
     let client: PostgresClient
     private let logger: Logger
     private let host: String
+    private let outboxNode: String?
 
     /// Configures the pool. Nothing connects until `run()` runs; then `migrate()` before serving.
     public init(configuration: Configuration, logger: Logger) {
@@ -71,6 +75,7 @@ public final class PostgresChatStore: ChatStore {
         self.client = PostgresClient(configuration: config, backgroundLogger: logger)
         self.logger = logger
         self.host = "\(configuration.host):\(configuration.port)"
+        self.outboxNode = configuration.outboxNode
     }
 
     /// Runs the connection pool for the life of the node (postgres-nio's client needs a task of its
@@ -415,7 +420,37 @@ public final class PostgresChatStore: ChatStore {
     // MARK: Messages
 
     public func appendBatch(_ requests: [SendRequest]) async throws -> [Result<SendResult, any Error>] {
-        try await transaction { connection in try await Self.appendBatch(requests, on: connection) }
+        try await transaction { [outboxNode] connection in try await Self.appendBatch(requests, outboxNode: outboxNode, on: connection) }
+    }
+
+    // MARK: Outbox
+
+    public func pendingEvents(limit: Int) async throws -> [OutboxRecord] {
+        try await guarded {
+            var records: [OutboxRecord] = []
+            for try await (position, eventID, topic, key, type, envelope) in try await client.run(
+                "SELECT position, event_id, topic, key, type, envelope FROM outbox ORDER BY position LIMIT \(limit)"
+            ).decode((Int64, UUID, String, String, String, String).self) {
+                guard let topic = StreamTopic(rawValue: topic) else { throw ParleyError.internal(detail: "unreadable outbox row \(position)") }
+                records.append(OutboxRecord(position: position, eventID: eventID, topic: topic, key: key, type: type, envelope: Array(envelope.utf8)))
+            }
+            return records
+        }
+    }
+
+    public func removeEvents(_ positions: [Int64]) async throws {
+        guard !positions.isEmpty else { return }
+        try await guarded { try await client.execute("DELETE FROM outbox WHERE position = ANY(\(positions))") }
+    }
+
+    public func outboxBacklog() async throws -> (count: Int, oldest: Date?) {
+        try await guarded {
+            var result: (Int, Date?) = (0, nil)
+            for try await (count, oldest) in try await client.run("SELECT count(*), min(created_at) FROM outbox").decode((Int64, Int64?).self) {
+                result = (Int(count), oldest.map { Date(timeIntervalSince1970: TimeInterval($0) / 1000) })
+            }
+            return result
+        }
     }
 
     public func messages(conversationID: UUID, member: UUID?, cursor: PageCursor, limit: Int) async throws -> MessagePage {

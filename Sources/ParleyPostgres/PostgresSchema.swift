@@ -91,7 +91,29 @@ enum PostgresSchema {
                 WHERE client_msg_id IS NOT NULL
                 """,
             ]
-        )
+        ),
+        Migration(
+            version: 2,
+            name: "outbox",
+            statements: [
+                // Events of committed changes, waiting for a relay. `shard` (a hash of the key)
+                // lets several nodes relay at once, each taking whole shards, so that one key's
+                // events are always relayed by one node in position order.
+                """
+                CREATE TABLE outbox (
+                    position bigserial PRIMARY KEY,
+                    shard integer NOT NULL,
+                    event_id uuid NOT NULL,
+                    topic text NOT NULL,
+                    key text NOT NULL,
+                    type text NOT NULL,
+                    envelope text NOT NULL,
+                    created_at bigint NOT NULL
+                )
+                """,
+                "CREATE INDEX outbox_shard_position ON outbox (shard, position)",
+            ]
+        ),
     ]
 
     /// Applies every migration this database has not seen yet.

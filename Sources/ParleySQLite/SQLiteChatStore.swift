@@ -16,15 +16,20 @@ public final class SQLiteChatStore: ChatStore {
         /// Page cache per connection, in KiB.
         public var cacheSizeKiB: Int = 32_768
         public var maxReaders: Int = 4
+        /// When set, every change also writes its stream event to the outbox, in the same
+        /// transaction, stamped with this node id. Nil (no stream, no in-process consumers) writes none.
+        public var outboxNode: String?
 
-        public init(path: String, synchronousFull: Bool = true) {
+        public init(path: String, synchronousFull: Bool = true, outboxNode: String? = nil) {
             self.path = path
             self.synchronousFull = synchronousFull
+            self.outboxNode = outboxNode
         }
     }
 
     let pool: DatabasePool
     private let logger: Logger
+    private let outboxNode: String?
 
     public init(configuration: Configuration, logger: Logger) throws {
         var config = GRDB.Configuration()
@@ -41,6 +46,7 @@ public final class SQLiteChatStore: ChatStore {
         let pool = try DatabasePool(path: configuration.path, configuration: config)
         self.pool = pool
         self.logger = logger
+        self.outboxNode = configuration.outboxNode
         // GRDB sets synchronous=NORMAL on the writer after prepareDatabase; choose durability now.
         let synchronous = configuration.synchronousFull ? "FULL" : "NORMAL"
         try pool.writeWithoutTransaction { db in
@@ -378,7 +384,7 @@ public final class SQLiteChatStore: ChatStore {
     // MARK: Messages
 
     public func appendBatch(_ requests: [SendRequest]) async throws -> [Result<SendResult, any Error>] {
-        try await pool.write { db in try Self.appendBatch(requests, db: db) }
+        try await pool.write { [outboxNode] db in try Self.appendBatch(requests, outboxNode: outboxNode, db: db) }
     }
 
     /// Writes one batch of sends inside the caller's transaction.
@@ -387,7 +393,7 @@ public final class SQLiteChatStore: ChatStore {
     /// the next seq, the new lastSeq, the senders' watermarks) is read or written once per batch.
     /// Nothing is written for a request that fails (not a member), so no savepoints are needed: a
     /// replayed clientMsgId hits the dedupe index, inserts nothing, and returns the original.
-    static func appendBatch(_ requests: [SendRequest], db: Database) throws -> [Result<SendResult, any Error>] {
+    static func appendBatch(_ requests: [SendRequest], outboxNode: String?, db: Database) throws -> [Result<SendResult, any Error>] {
         struct ConversationState {
             /// The members as ids, converted once per batch and shared by every message's recipients.
             var members: [UUID]
@@ -445,10 +451,14 @@ public final class SQLiteChatStore: ChatStore {
             state.updatedAt = max(state.updatedAt, createdAt)
             state.senderSeqs[sender] = seq
             conversations[cid] = state
+            let message = request.message(seq: seq)
+            if let outboxNode {
+                try writeEvent(.messageCreated(message, node: outboxNode), db: db)
+            }
             results.append(
                 .success(
                     SendResult(
-                        message: request.message(seq: seq),
+                        message: message,
                         replayed: false,
                         recipients: state.members
                     )
@@ -470,6 +480,47 @@ public final class SQLiteChatStore: ChatStore {
             }
         }
         return results
+    }
+
+    // MARK: Outbox
+
+    /// Writes one event to the outbox, inside the caller's transaction.
+    static func writeEvent(_ event: StreamEvent, db: Database) throws {
+        try db.cachedStatement(
+            sql: "INSERT INTO outbox (event_id, topic, key, type, envelope, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+        ).execute(arguments: [event.id.lowercased, event.topic.rawValue, event.key, event.type, Data(try event.envelope()), Date.now.millis])
+    }
+
+    public func pendingEvents(limit: Int) async throws -> [OutboxRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db.cachedStatement(sql: "SELECT position, event_id, topic, key, type, envelope FROM outbox ORDER BY position LIMIT ?"),
+                arguments: [limit]
+            ).map { row in
+                guard let eventID = UUID(uuidString: row["event_id"]), let topic = StreamTopic(rawValue: row["topic"]) else {
+                    throw ParleyError.internal(detail: "unreadable outbox row \(row["position"] as Int64)")
+                }
+                return OutboxRecord(
+                    position: row["position"], eventID: eventID, topic: topic, key: row["key"], type: row["type"],
+                    envelope: Array(row["envelope"] as Data))
+            }
+        }
+    }
+
+    public func removeEvents(_ positions: [Int64]) async throws {
+        guard !positions.isEmpty else { return }
+        try await pool.write { db in
+            let delete = try db.cachedStatement(sql: "DELETE FROM outbox WHERE position = ?")
+            for position in positions { try delete.execute(arguments: [position]) }
+        }
+    }
+
+    public func outboxBacklog() async throws -> (count: Int, oldest: Date?) {
+        try await pool.read { db in
+            let row = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS count, MIN(created_at) AS oldest FROM outbox")
+            let oldest: Int64? = row?["oldest"]
+            return (row?["count"] ?? 0, oldest.map { Date(timeIntervalSince1970: TimeInterval($0) / 1000) })
+        }
     }
 
     public func messages(conversationID: UUID, member: UUID?, cursor: PageCursor, limit: Int) async throws -> MessagePage {

@@ -75,6 +75,23 @@ enum SQLiteSchema {
         migrator.registerMigration("v2_last_seen") { db in
             try db.execute(sql: "ALTER TABLE users ADD COLUMN last_seen_at INTEGER")
         }
+        migrator.registerMigration("v3_outbox") { db in
+            // Events of committed changes, waiting for the relay. AUTOINCREMENT: positions are
+            // never reused, so a removed event's position cannot come back as a newer event.
+            try db.execute(
+                sql: """
+                    CREATE TABLE outbox (
+                        position INTEGER PRIMARY KEY AUTOINCREMENT,
+                        event_id TEXT NOT NULL,
+                        topic TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        type TEXT NOT NULL,
+                        envelope BLOB NOT NULL,
+                        created_at INTEGER NOT NULL
+                    )
+                    """
+            )
+        }
         return migrator
     }
 }

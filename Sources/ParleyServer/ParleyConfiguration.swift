@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ParleyCore
+import ParleyKafka
 
 /// Everything a node needs to start, read once at launch (defaults ← `PARLEY_*` environment ← flags).
 /// Defaults are safe for a laptop; no secret has a default.
@@ -97,6 +98,9 @@ public struct ParleyConfiguration: Sendable {
     public var store = StoreLocation.sqlite
     /// A `redis://` URL: with it the bus, presence and rate limits are shared by every node.
     public var redisURL: String?
+    /// The Kafka event stream (`PARLEY_KAFKA_BROKERS`): with it, every change is written to the
+    /// outbox and relayed to the `parley.*` topics.
+    public var kafka: KafkaConfiguration?
     /// This node's name in logs and readiness output.
     public var nodeID = ProcessInfo.processInfo.hostName
     public var port = 8080
@@ -155,6 +159,12 @@ public struct ParleyConfiguration: Sendable {
         if let v = value("STORE") { store = try StoreLocation(parsing: v) }
         if let v = value("REDIS") { redisURL = v }
         if let v = value("NODE_ID") { nodeID = v }
+        if let v = value("KAFKA_BROKERS") { kafka = KafkaConfiguration(brokers: v) }
+        if var kafka {
+            if let v = environment["PARLEY_KAFKA_TOPIC_PREFIX"] { kafka.topicPrefix = v }
+            kafka.properties = KafkaConfiguration.properties(fromEnvironment: environment)
+            self.kafka = kafka
+        }
         if let v = try int("PORT") { port = v }
         if let v = value("DATA_DIR") { dataDirectory = v }
         if let v = value("SQLITE_SYNCHRONOUS") {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import ParleyKafka
 import ParleyServer
 
 @main
@@ -37,6 +38,11 @@ struct Serve: AsyncParsableCommand {
     @Option(
         help: "Redis for cluster mode: redis://[:password@]host:6379[/db] (PARLEY_REDIS). Without it, bus, presence and rate limits are in-process.")
     var redis: String?
+
+    @Option(
+        name: .customLong("kafka-brokers"),
+        help: "Kafka brokers host:port[,host:port…] for the event stream (PARLEY_KAFKA_BROKERS); needs a build with --traits Kafka.")
+    var kafkaBrokers: String?
     @Option(name: .customLong("node-id"), help: "This node's name in logs and /ready (PARLEY_NODE_ID). Default: the host name.")
     var nodeID: String?
     @Flag(name: .customLong("secure-cookies"), help: "Mark cookies Secure (behind TLS) (PARLEY_SECURE_COOKIES).") var secureCookies = false
@@ -72,6 +78,11 @@ struct Serve: AsyncParsableCommand {
             }
         }
         if let redis { config.redisURL = redis }
+        if let kafkaBrokers {
+            var kafka = config.kafka ?? KafkaConfiguration(brokers: kafkaBrokers)
+            kafka.brokers = kafkaBrokers
+            config.kafka = kafka
+        }
         if let nodeID { config.nodeID = nodeID }
         if secureCookies { config.secureCookies = true }
         if trustProxy { config.trustProxyHeaders = true }

@@ -7,7 +7,8 @@ import PostgresNIO
 import Testing
 
 /// One adapter of the `ChatStore` port, as the conformance suite sees it: a way to get a fresh,
-/// empty store and to throw it away. Add the PostgreSQL adapter to `all` and the whole suite
+/// empty store and to throw it away. Its stores write the outbox (node ids `node-a`, and `node-b`
+/// for `another`). Add the PostgreSQL adapter to `all` and the whole suite
 /// runs against it unchanged.
 public struct StoreFactory: Sendable, CustomTestStringConvertible {
     public let name: String
@@ -18,10 +19,10 @@ public struct StoreFactory: Sendable, CustomTestStringConvertible {
     public static let sqlite = StoreFactory(name: "SQLite") {
         let directory = try TemporaryDirectory(prefix: "parley-store")
         let path = directory.file("parley.sqlite")
-        let store = try SQLiteChatStore(configuration: .init(path: path, synchronousFull: false), logger: .quiet)
+        let store = try SQLiteChatStore(configuration: .init(path: path, synchronousFull: false, outboxNode: "node-a"), logger: .quiet)
         return StoreHandle(
             store: store,
-            another: { try SQLiteChatStore(configuration: .init(path: path, synchronousFull: false), logger: .quiet) },
+            another: { try SQLiteChatStore(configuration: .init(path: path, synchronousFull: false, outboxNode: "node-b"), logger: .quiet) },
             teardown: { directory.remove() }
         )
     }
@@ -33,11 +34,14 @@ public struct StoreFactory: Sendable, CustomTestStringConvertible {
         let schema = "parley_test_" + UUID().uuidString.prefix(8).lowercased()
         configuration.schema = schema
         configuration.maxConnections = 4
+        configuration.outboxNode = "node-a"
         try await PostgresAdmin.execute("CREATE SCHEMA \(schema)", url: url)
         let store = PostgresChatStore(configuration: configuration, logger: .quiet)
+        var second = configuration
+        second.outboxNode = "node-b"
         return StoreHandle(
             store: store,
-            another: { [configuration] in PostgresChatStore(configuration: configuration, logger: .quiet) },
+            another: { [second] in PostgresChatStore(configuration: second, logger: .quiet) },
             teardown: { try? await PostgresAdmin.execute("DROP SCHEMA \(schema) CASCADE", url: url) }
         )
     }

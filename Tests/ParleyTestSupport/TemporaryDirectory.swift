@@ -24,4 +24,6 @@ public enum TestEnvironment {
     public static var postgresURL: String? { ProcessInfo.processInfo.environment["PARLEY_TEST_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 } }
     /// A redis-server for the Redis client and the Redis adapters, e.g. `redis://127.0.0.1:6379`.
     public static var redisURL: String? { ProcessInfo.processInfo.environment["PARLEY_TEST_REDIS_URL"].flatMap { $0.isEmpty ? nil : $0 } }
+    /// A Kafka cluster (`scripts/kafka-mock.sh start` prints one), e.g. `127.0.0.1:40001,127.0.0.1:40002`.
+    public static var kafkaBrokers: String? { ProcessInfo.processInfo.environment["PARLEY_TEST_KAFKA_BROKERS"].flatMap { $0.isEmpty ? nil : $0 } }
 }

@@ -55,7 +55,14 @@ class ParleyProcess:
     def stop(self):
         if self.process:
             self.process.terminate()
-            self.process.wait(timeout=15)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                # Say why before failing: the end of the server's log shows where shutdown stopped.
+                self.process.kill()
+                print("parley did not exit within 15 s of SIGTERM; the end of its log:\n"
+                      + "".join(open(self.log_path).readlines()[-60:]))
+                raise
             self.process = None
 
     def cleanup(self):

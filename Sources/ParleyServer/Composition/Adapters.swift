@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ParleyCore
+import ParleyKafka
 import ParleyPostgres
 import ParleyRedis
 import ParleySQLite
@@ -22,32 +23,49 @@ public struct Adapters: Sendable {
     var redis: RedisClient?
     /// What /ready checks, by name.
     var readinessChecks: [(name: String, check: @Sendable () async throws -> Void)]
+    /// The event stream, when Kafka is configured: the relay from the outbox and the producer it uses.
+    public var relay: OutboxRelay?
+    var streamService: (any Service)?
 
     /// Long-lived services, in start order. A ServiceGroup stops services in reverse order, so the
     /// store — first here — closes last, after everything that writes to it.
     public var services: [any Service] {
         var services: [any Service] = [store]
+        if let streamService { services.append(streamService) }
         if let redis { services.append(redis) }
         services.append(bus)
+        if let relay { services.append(relay) }
         return services
     }
 
     public static func make(configuration: ParleyConfiguration, logger: Logger) throws -> Adapters {
         let store: any ChatStore
+        // With an event stream, every change also writes its event to the outbox.
+        let outboxNode = configuration.kafka == nil ? nil : configuration.nodeID
         switch configuration.store {
         case .sqlite:
             store = try SQLiteChatStore(
-                configuration: .init(path: configuration.databasePath, synchronousFull: configuration.sqliteSynchronousFull),
+                configuration: .init(
+                    path: configuration.databasePath, synchronousFull: configuration.sqliteSynchronousFull, outboxNode: outboxNode),
                 logger: logger
             )
         case .postgres(let url):
-            store = PostgresChatStore(configuration: try .init(url: url), logger: logger)
+            var postgres = try PostgresChatStore.Configuration(url: url)
+            postgres.outboxNode = outboxNode
+            store = PostgresChatStore(configuration: postgres, logger: logger)
+        }
+        var relay: OutboxRelay?
+        var streamService: (any Service)?
+        if let kafka = configuration.kafka {
+            let stream = try KafkaStreamFactory.make(kafka, logger: logger)
+            relay = OutboxRelay(outbox: store, stream: stream.stream, logger: logger)
+            streamService = stream.service
         }
         var checks: [(name: String, check: @Sendable () async throws -> Void)] = [("store", { try await store.ping() })]
         guard let redisURL = configuration.redisURL else {
             return Adapters(
                 store: store, bus: InProcessBus(), presence: InMemoryPresenceRegistry(ttl: configuration.gateway.presenceTTLSeconds),
-                limiter: InMemoryRateLimiter(), readinessChecks: checks)
+                limiter: InMemoryRateLimiter(), readinessChecks: checks, relay: relay, streamService: streamService)
         }
         var redis = try RedisConfiguration(url: redisURL)
         redis.clientName = "parley-" + configuration.nodeID.filter { $0.isLetter || $0.isNumber || $0 == "-" }
@@ -59,13 +77,16 @@ public struct Adapters: Sendable {
             presence: RedisPresenceRegistry(client: client, ttl: configuration.gateway.presenceTTLSeconds),
             limiter: RedisRateLimiter(client: client, logger: logger),
             redis: client,
-            readinessChecks: checks
+            readinessChecks: checks,
+            relay: relay,
+            streamService: streamService
         )
     }
 
     /// Brings the store's schema up to date; run once the services are running, before serving.
     public func prepare() async throws {
         try await store.migrate()
+        relay?.start()
     }
 
     /// For one-shot commands (`parley seed`): runs the adapters' services, prepares the store, runs

@@ -40,7 +40,8 @@ struct Node: Sendable {
         // Metric names as operators know them: parley_sqlite_send_* or parley_postgres_send_*.
         pipelineConfiguration.metricsName = configuration.store == .sqlite ? "sqlite_send" : "postgres_send"
         pipeline = SendPipeline(
-            store: store, bus: bus, typing: typing, limits: configuration.limits, configuration: pipelineConfiguration, logger: logger)
+            store: store, bus: bus, typing: typing, limits: configuration.limits, configuration: pipelineConfiguration,
+            relay: adapters.relay, logger: logger)
         chat = ChatService(store: store, hasher: hasher, limits: configuration.limits, bus: bus, typing: typing, pipeline: pipeline)
         presence = PresenceService(registry: adapters.presence, store: store, bus: bus)
         authenticator = Authenticator(tokens: tokens, store: store, csrf: OriginCheck(allowedOrigins: Set(configuration.corsAllowedOrigins)))

@@ -28,7 +28,11 @@ func buildRouter(_ node: Node) -> Router<ParleyRequestContext> {
         )
     }
 
-    OperationsController(nodeID: configuration.nodeID, checks: node.adapters.readinessChecks).addRoutes(to: router)
+    var advisories: [(name: String, state: @Sendable () -> String)] = []
+    if let relay = node.adapters.relay {
+        advisories.append(("stream", { relay.degradedReason == nil ? "ok" : "degraded" }))
+    }
+    OperationsController(nodeID: configuration.nodeID, checks: node.adapters.readinessChecks, advisories: advisories).addRoutes(to: router)
 
     let api = router.group("api/v1")
     AuthController(

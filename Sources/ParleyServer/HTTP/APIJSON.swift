@@ -10,18 +10,10 @@ protocol StrictDecodable: Decodable {
 
 /// JSON in and out of the API: RFC 3339 UTC times with milliseconds, strict request decoding.
 enum APIJSON {
-    static let dateStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+    static let dateStyle = WireJSON.dateStyle
 
-    /// Shared by every response and frame: encoders keep no per-call state, so one configured
-    /// instance saves building a new one on the hot path.
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .custom { date, encoder in
-            var container = encoder.singleValueContainer()
-            try container.encode(date.formatted(dateStyle))
-        }
-        return encoder
-    }()
+    /// Shared by every response and frame (and the event stream): one configured encoder.
+    static let encoder = WireJSON.encoder
 
     static let decoder = JSONDecoder()
 

@@ -19,25 +19,6 @@ struct UserDTO: Encodable, Sendable {
     }
 }
 
-struct MessageDTO: Encodable, Sendable {
-    var message: Message
-
-    enum CodingKeys: String, CodingKey {
-        case id, conversationId, seq, senderId, body, clientMsgId, createdAt
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(message.id.lowercased, forKey: .id)
-        try c.encode(message.conversationID.lowercased, forKey: .conversationId)
-        try c.encode(message.seq, forKey: .seq)
-        try c.encode(message.senderID.lowercased, forKey: .senderId)
-        try c.encode(message.body, forKey: .body)
-        try c.encode(message.clientMsgID, forKey: .clientMsgId)
-        try c.encode(message.createdAt, forKey: .createdAt)
-    }
-}
-
 struct MemberDTO: Encodable, Sendable {
     var userId: String
     var role: MemberRole

@@ -8,6 +8,9 @@ struct OperationsController {
     let nodeID: String
     /// Dependencies /ready checks: the store, and Redis in cluster mode.
     let checks: [(name: String, check: @Sendable () async throws -> Void)]
+    /// Dependencies that can degrade without making the node unready (the event stream: chat goes
+    /// on while events wait in the outbox), reported as "ok" or "degraded".
+    var advisories: [(name: String, state: @Sendable () -> String)] = []
 
     struct Status: Encodable {
         var status: String
@@ -53,7 +56,9 @@ struct OperationsController {
             }
             for await (name, result) in group { results[name] = result }
         }
-        let failing = results.filter { $0.value != "ok" }
+        let soft = Set(advisories.map(\.name))
+        for (name, state) in advisories { results[name] = state() }
+        let failing = results.filter { $0.value != "ok" && !soft.contains($0.key) }
         if failing.isEmpty {
             return try APIJSON.response(Status(status: "ready", node: nodeID, checks: results))
         }

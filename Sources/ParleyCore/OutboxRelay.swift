@@ -1,0 +1,184 @@
+import Foundation
+import Logging
+import Metrics
+import ServiceLifecycle
+import Synchronization
+
+/// Where the outbox relay hands events: Kafka in a cluster or with `PARLEY_KAFKA_BROKERS`.
+public protocol EventStream: Sendable {
+    /// Publishes the events, keeping their order within each key, and returns once the stream
+    /// holds every one durably. A throw means some may not be there: the relay sends them all again
+    /// (consumers see a re-send as a repeated event id).
+    func publish(_ events: [OutboxRecord]) async throws
+    /// What the stream's client reports as wrong with its connection (all brokers down, say), or
+    /// nil. A publish in progress may just be waiting for it to clear.
+    var problem: String? { get }
+}
+
+/// Moves committed events from the store's outbox to the event stream: reads the oldest pending
+/// events, publishes them, and removes them only once the stream acknowledged them. At least once,
+/// in commit order per key; nothing that did not commit is ever read.
+///
+/// The send pipeline wakes it after each commit (`eventsCommitted`); a slow fallback check picks
+/// up events written by other processes. While the stream fails, the relay retries with backoff
+/// and reports itself degraded; the outbox keeps growing (chat goes on) and drains in order once
+/// the stream is back.
+public final class OutboxRelay: Service, Sendable {
+    public struct Configuration: Sendable {
+        /// Most events read and published at once.
+        public var batchSize = 1_000
+        /// How often the outbox is checked when nothing woke the relay.
+        public var fallbackInterval: Duration = .seconds(1)
+        /// Backoff after a failed publish: doubles from `minBackoff` up to `maxBackoff`.
+        public var minBackoff: Duration = .milliseconds(100)
+        public var maxBackoff: Duration = .seconds(5)
+
+        public init() {}
+    }
+
+    private struct State {
+        var wake: CheckedContinuation<Void, Never>?
+        var pendingWake = false
+        var lastError: String?
+    }
+
+    private let outbox: any OutboxStore
+    private let stream: any EventStream
+    private let configuration: Configuration
+    private let logger: Logger
+    // Guarded by its Mutex; the continuation is resumed outside it.
+    private let state = Mutex(State())
+
+    /// Resolved by `start()`, once the store's schema is in place.
+    private let started = Promise<Void>()
+    private let produced = Counter(label: "parley_stream_produced_total")
+    private let errors = Counter(label: "parley_stream_errors_total")
+    private let pending = Gauge(label: "parley_outbox_pending")
+    private let oldestAge = Gauge(label: "parley_outbox_oldest_age_seconds")
+
+    public init(outbox: any OutboxStore, stream: any EventStream, configuration: Configuration = .init(), logger: Logger) {
+        self.outbox = outbox
+        self.stream = stream
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Why the stream is degraded (the last failed publish, or the client's own report), nil while
+    /// it works; `/ready` shows it.
+    public var degradedReason: String? { state.withLock { $0.lastError } ?? stream.problem }
+
+    /// Lets `run()` begin relaying; the node calls it after migrating the store.
+    public func start() {
+        started.resolve(.success(()))
+    }
+
+    /// Wakes the relay: new events were committed.
+    public func eventsCommitted() {
+        let wake: CheckedContinuation<Void, Never>? = state.withLock { state in
+            guard let wake = state.wake else {
+                state.pendingWake = true
+                return nil
+            }
+            state.wake = nil
+            return wake
+        }
+        wake?.resume()
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            // The outbox exists once the node has migrated its store.
+            guard (try? await self.started.value) != nil else { return }
+            await self.relayUntilCancelled()
+        }
+        // Graceful shutdown (the pipeline has drained by now): relay what it committed last rather
+        // than leave it for the next start, for a few seconds at most.
+        guard !Task.isCancelled else { return }
+        _ = try? await withTimeout(.seconds(5)) {
+            while try await self.relayOnce() > 0 {}
+        }
+    }
+
+    private func relayUntilCancelled() async {
+        var backoff = configuration.minBackoff
+        while !Task.isCancelled {
+            do {
+                let moved = try await relayOnce()
+                backoff = configuration.minBackoff
+                if moved < configuration.batchSize { await waitForEvents() }
+            } catch is CancellationError {
+                return
+            } catch {
+                errors.increment()
+                let first = state.withLock { state in
+                    defer { state.lastError = "\(error)" }
+                    return state.lastError == nil
+                }
+                if first {
+                    logger.warning("event stream unavailable; events wait in the outbox", metadata: ["parley.error": "\(error)"])
+                }
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, configuration.maxBackoff)
+            }
+        }
+    }
+
+    /// Publishes one batch of pending events and removes them; returns how many moved.
+    func relayOnce() async throws -> Int {
+        let events = try await outbox.pendingEvents(limit: configuration.batchSize)
+        guard !events.isEmpty else {
+            updateBacklog(count: 0, oldest: nil)
+            return 0
+        }
+        if events.count == configuration.batchSize || degradedReason != nil {
+            // A backlog: show it before a publish that may wait for the brokers.
+            let backlog = try await outbox.outboxBacklog()
+            updateBacklog(count: backlog.count, oldest: backlog.oldest)
+        }
+        try await stream.publish(events)
+        try await outbox.removeEvents(events.map(\.position))
+        produced.increment(by: Int64(events.count))
+        let recovered = state.withLock { state in
+            defer { state.lastError = nil }
+            return state.lastError != nil
+        }
+        if recovered { logger.info("event stream available again; outbox draining") }
+        let backlog = try await outbox.outboxBacklog()
+        updateBacklog(count: backlog.count, oldest: backlog.oldest)
+        return events.count
+    }
+
+    private func updateBacklog(count: Int, oldest: Date?) {
+        pending.record(count)
+        oldestAge.record(oldest.map { max(0, Date.now.timeIntervalSince($0)) } ?? 0)
+    }
+
+    /// Waits until woken or the fallback interval passes.
+    private func waitForEvents() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { continuation in
+                        let now = self.state.withLock { state in
+                            if state.pendingWake || Task.isCancelled {
+                                state.pendingWake = false
+                                return true
+                            }
+                            state.wake = continuation
+                            return false
+                        }
+                        if now { continuation.resume() }
+                    }
+                } onCancel: {
+                    self.eventsCommitted()
+                }
+            }
+            group.addTask { [fallback = configuration.fallbackInterval] in
+                try? await Task.sleep(for: fallback)
+            }
+            await group.next()
+            group.cancelAll()
+        }
+        state.withLock { $0.pendingWake = false }
+    }
+}

@@ -1,0 +1,42 @@
+import Foundation
+
+/// The JSON of Parley's wire formats: the REST API, the WebSocket frames and the event stream all
+/// encode with it, so a message reads the same wherever it is seen. Times are RFC 3339 in UTC with
+/// milliseconds.
+public enum WireJSON {
+    public static let dateStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+    /// Encoders keep no per-call state, so one configured instance is shared.
+    public static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(date.formatted(dateStyle))
+        }
+        return encoder
+    }()
+}
+
+/// A message as the v1 API shows it (field names are part of the contract).
+public struct MessageDTO: Encodable, Sendable {
+    public var message: Message
+
+    public init(message: Message) {
+        self.message = message
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, conversationId, seq, senderId, body, clientMsgId, createdAt
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(message.id.lowercased, forKey: .id)
+        try c.encode(message.conversationID.lowercased, forKey: .conversationId)
+        try c.encode(message.seq, forKey: .seq)
+        try c.encode(message.senderID.lowercased, forKey: .senderId)
+        try c.encode(message.body, forKey: .body)
+        try c.encode(message.clientMsgID, forKey: .clientMsgId)
+        try c.encode(message.createdAt, forKey: .createdAt)
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import ParleyCore
+import ParleyTestSupport
+import Testing
+
+/// The outbox every adapter keeps: an event exists exactly when its change committed, and events
+/// of one key come out in commit (seq) order.
+@Suite("ChatStore conformance: outbox")
+struct OutboxConformanceTests {
+    /// An envelope, parsed as any consumer would parse it.
+    private func envelope(_ record: OutboxRecord) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(record.envelope)) as? [String: Any])
+    }
+
+    @Test("each new message writes one message.created event in its transaction; replays and refusals write none", arguments: StoreFactory.all)
+    func messageCreated(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let alice = try await store.makeUser("alice")
+            let bob = try await store.makeUser("bob")
+            let mallory = try await store.makeUser("mallory")
+            let team = try await store.makeGroup(owner: alice, members: [bob], name: "Team")
+            let other = try await store.makeGroup(owner: bob, members: [alice], name: "Other")
+            let outcomes = try await store.appendBatch([
+                SendRequest(conversationID: team.id, senderID: alice.id, clientMsgID: "a1", body: "one"),
+                SendRequest(conversationID: other.id, senderID: bob.id, clientMsgID: "b1", body: "elsewhere"),
+                SendRequest(conversationID: team.id, senderID: bob.id, clientMsgID: "b2", body: "two \"quoted\" ✓"),
+                SendRequest(conversationID: team.id, senderID: mallory.id, clientMsgID: "m1", body: "not a member"),
+            ])
+            _ = try await store.appendBatch([SendRequest(conversationID: team.id, senderID: alice.id, clientMsgID: "a1", body: "one")])
+            let sent = outcomes.compactMap { try? $0.get().message }
+            #expect(sent.count == 3)
+
+            let events = try await store.pendingEvents(limit: 100)
+            #expect(events.count == 3, "one event per new message: none for the replay or the refused send")
+            #expect(events.map(\.position) == events.map(\.position).sorted())
+            for (event, message) in zip(events, sent) {
+                #expect(event.type == "message.created")
+                #expect(event.topic == .messages)
+                #expect(event.key == message.conversationID.lowercased)
+                let json = try envelope(event)
+                #expect(json["id"] as? String == event.eventID.lowercased)
+                #expect(json["type"] as? String == "message.created")
+                #expect(json["conversationId"] as? String == message.conversationID.lowercased)
+                #expect((json["seq"] as? NSNumber)?.int64Value == message.seq)
+                #expect(json["node"] as? String == "node-a")
+                #expect(
+                    json["occurredAt"] as? String == message.createdAt.truncatedToMillis.formatted(WireJSON.dateStyle),
+                    "occurredAt is when the message was created, as the store keeps it")
+                let data = try #require(json["data"] as? [String: Any])
+                let body = try #require(data["message"] as? [String: Any])
+                #expect(body["id"] as? String == message.id.lowercased)
+                #expect(body["body"] as? String == message.body)
+                #expect(body["senderId"] as? String == message.senderID.lowercased)
+                #expect((body["seq"] as? NSNumber)?.int64Value == message.seq)
+            }
+            #expect(Set(events.map(\.eventID)).count == events.count, "event ids are unique")
+        }
+    }
+
+    @Test("removed events are gone for good; the backlog counts the rest and dates the oldest", arguments: StoreFactory.all)
+    func remove(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let alice = try await store.makeUser("alice")
+            let team = try await store.makeGroup(owner: alice)
+            #expect(try await store.outboxBacklog().count == 0)
+            #expect(try await store.outboxBacklog().oldest == nil)
+            let before = Date.now.addingTimeInterval(-1)
+            for i in 1...5 { try await store.post("m\(i)", from: alice, to: team) }
+            let events = try await store.pendingEvents(limit: 100)
+            #expect(events.count == 5)
+            #expect(try await store.pendingEvents(limit: 2).map(\.position) == Array(events.prefix(2).map(\.position)), "oldest first")
+
+            try await store.removeEvents(Array(events.prefix(3).map(\.position)))
+            let left = try await store.pendingEvents(limit: 100)
+            #expect(left.map(\.position) == Array(events.suffix(2).map(\.position)))
+            let backlog = try await store.outboxBacklog()
+            #expect(backlog.count == 2)
+            #expect(try #require(backlog.oldest) >= before)
+
+            try await store.removeEvents(left.map(\.position))
+            try await store.post("m6", from: alice, to: team)
+            let fresh = try await store.pendingEvents(limit: 100)
+            #expect(fresh.count == 1)
+            #expect(fresh[0].position > events.last!.position, "positions are never reused")
+        }
+    }
+
+    @Test("two nodes writing one conversation at once: its events come out in seq order, gapless", arguments: StoreFactory.all)
+    func twoNodesInOrder(factory: StoreFactory) async throws {
+        try await factory.withTwoNodes { nodeA, nodeB in
+            let alice = try await nodeA.makeUser("alice")
+            let bob = try await nodeA.makeUser("bob")
+            let group = try await nodeA.makeGroup(owner: alice, members: [bob])
+            func sendAll(from node: any ChatStore, sender: User, tag: String) async throws {
+                for batch in 0..<10 {
+                    let requests = (0..<10).map { i in
+                        SendRequest(conversationID: group.id, senderID: sender.id, clientMsgID: "\(tag)-\(batch)-\(i)", body: "\(tag) \(batch).\(i)")
+                    }
+                    for outcome in try await node.appendBatch(requests) { _ = try outcome.get() }
+                }
+            }
+            async let fromA: Void = sendAll(from: nodeA, sender: alice, tag: "a")
+            async let fromB: Void = sendAll(from: nodeB, sender: bob, tag: "b")
+            _ = try await (fromA, fromB)
+
+            let events = try await nodeB.pendingEvents(limit: 1000)
+            let seqs = try events.map { event in try #require((try envelope(event)["seq"] as? NSNumber)?.int64Value) }
+            #expect(seqs == Array(1...200), "outbox order is commit order: seq 1…200, no gap")
+            #expect(Set(try events.map { try envelope($0)["node"] as? String }) == ["node-a", "node-b"], "each event names its node")
+        }
+    }
+}
