@@ -42,9 +42,11 @@
         /// producer, passed to librdkafka as its opaque pointer.
         final class Callbacks: Sendable {
             let logger: Logger
-            /// The last error librdkafka reported for the whole client (all brokers down, say), or
-            /// nil once a delivery succeeded after it.
+            /// The last error that leaves the client unable to deliver (all brokers down, failed
+            /// authentication, a fatal error), or nil once a delivery or a metadata probe succeeded.
             let clientError = Mutex<String?>(nil)
+            /// The last error logged: librdkafka repeats an error on every reconnect attempt.
+            let lastLogged = Mutex<String?>(nil)
             init(logger: Logger) { self.logger = logger }
         }
 
@@ -119,7 +121,9 @@
                 var message = [CChar](repeating: 0, count: 512)
                 if rd_kafka_conf_set(conf, name, value, &message, message.count) != RD_KAFKA_CONF_OK {
                     rd_kafka_conf_destroy(conf)
-                    throw KafkaError("Kafka property \(name): \(text(message))", isRetryable: false)
+                    // librdkafka quotes the value it refused; values may be secrets.
+                    let reason = value.isEmpty ? text(message) : text(message).replacingOccurrences(of: value, with: "…")
+                    throw KafkaError("Kafka property \(name): \(reason)", isRetryable: false)
                 }
             }
             rd_kafka_conf_set_opaque(conf, Unmanaged.passUnretained(callbacks).toOpaque())
@@ -132,13 +136,30 @@
             rd_kafka_conf_set_error_cb(conf) { _, code, reason, opaque in
                 guard let opaque else { return }
                 let callbacks = Unmanaged<Callbacks>.fromOpaque(opaque).takeUnretainedValue()
-                let text = reason.map { String(cString: $0) } ?? String(cString: rd_kafka_err2str(rd_kafka_resp_err_t(code)))
-                // librdkafka repeats an error on every reconnect attempt: log it when it changes.
-                let changed = callbacks.clientError.withLock { current in
-                    defer { current = text }
-                    return current != text
+                let error = rd_kafka_resp_err_t(code)
+                let text = reason.map { String(cString: $0) } ?? String(cString: rd_kafka_err2str(error))
+                // Errors that stop delivery degrade the stream; others (one broker's connection
+                // dropped, say) librdkafka recovers from by itself.
+                if [RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN, RD_KAFKA_RESP_ERR__AUTHENTICATION, RD_KAFKA_RESP_ERR__FATAL].contains(error) {
+                    callbacks.clientError.withLock { $0 = text }
+                }
+                let changed = callbacks.lastLogged.withLock { last in
+                    defer { last = text }
+                    return last != text
                 }
                 if changed { callbacks.logger.warning("Kafka client error", metadata: ["parley.kafka_error": "\(text)"]) }
+            }
+            // librdkafka's own log lines go through the node's logger (at debug: the errors that
+            // matter arrive through the error callback above) instead of raw to stderr.
+            rd_kafka_conf_set_log_cb(conf) { client, _, facility, line in
+                guard let client, let opaque = rd_kafka_opaque(client) else { return }
+                let callbacks = Unmanaged<Callbacks>.fromOpaque(opaque).takeUnretainedValue()
+                callbacks.logger.debug(
+                    "librdkafka",
+                    metadata: [
+                        "parley.kafka_facility": "\(facility.map { String(cString: $0) } ?? "")",
+                        "parley.kafka_log": "\(line.map { String(cString: $0) } ?? "")",
+                    ])
             }
             var message = [CChar](repeating: 0, count: 512)
             guard let handle = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &message, message.count) else {
@@ -246,8 +267,15 @@
                 let handle = producer.handle
                 // rd_kafka_poll returns as soon as a report is ready; the bound only lets the loop
                 // notice that it was asked to stop.
+                var lastProbe = ContinuousClock.now
                 while !stopping.load(ordering: .acquiring) {
                     rd_kafka_poll(handle, 100)
+                    // While degraded, ask the brokers for metadata every 2 s: an idle producer has
+                    // no delivery to tell it that they are back.
+                    if ContinuousClock.now - lastProbe > .seconds(2), producer.callbacks.clientError.withLock({ $0 }) != nil {
+                        lastProbe = .now
+                        producer.probe()
+                    }
                 }
                 if rd_kafka_flush(handle, flushMilliseconds) != RD_KAFKA_RESP_ERR_NO_ERROR {
                     logger.warning(
@@ -263,6 +291,23 @@
             try? await gracefulShutdown()
             stopping.store(true, ordering: .releasing)
             try? await finished.value
+        }
+    }
+
+    extension KafkaProducer {
+        /// Clears the client error once a broker answers a metadata request (1 s at most).
+        fileprivate func probe() {
+            var metadata: UnsafePointer<rd_kafka_metadata>?
+            guard rd_kafka_metadata(handle, 0, nil, &metadata, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR else { return }
+            if let metadata { rd_kafka_metadata_destroy(metadata) }
+            let was = callbacks.clientError.withLock { error in
+                defer { error = nil }
+                return error
+            }
+            if was != nil {
+                callbacks.lastLogged.withLock { $0 = nil }
+                logger.info("Kafka brokers reachable again")
+            }
         }
     }
 
