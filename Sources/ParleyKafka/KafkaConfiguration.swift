@@ -60,15 +60,33 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
 }
 
 /// Builds the Kafka event stream for a configuration: the stream the relay publishes to and the
-/// producer service that must run beside it. On a build without the `Kafka` trait it throws an
-/// error that says how to rebuild.
+/// producer service that must run beside it.
+///
+/// A configuration librdkafka refuses (an unknown property, a bad value) does not stop the node:
+/// chat works without the stream, so the error is logged once, naming the property, and the
+/// stream stays degraded (events wait in the outbox) until the configuration is fixed. On a build
+/// without the `Kafka` trait it throws an error that says how to rebuild.
 public enum KafkaStreamFactory {
-    public static func make(_ configuration: KafkaConfiguration, logger: Logger) throws -> (stream: any EventStream, service: any Service) {
+    public static func make(_ configuration: KafkaConfiguration, logger: Logger) throws -> (stream: any EventStream, service: (any Service)?) {
         #if Kafka
-            let producer = try KafkaProducer(configuration: configuration, logger: logger)
-            return (KafkaEventStream(producer: producer, topicPrefix: configuration.topicPrefix), producer)
+            do {
+                let producer = try KafkaProducer(configuration: configuration, logger: logger)
+                return (KafkaEventStream(producer: producer, topicPrefix: configuration.topicPrefix), producer)
+            } catch let error as KafkaError {
+                logger.error("Kafka configuration refused; the event stream is off until it is fixed", metadata: ["parley.error": "\(error)"])
+                return (UnavailableStream(error: error), nil)
+            }
         #else
             throw KafkaError("PARLEY_KAFKA_BROKERS is set, but " + KafkaConfiguration.rebuildHint, isRetryable: false)
         #endif
     }
+}
+
+/// The stream when Kafka could not be configured: every publish fails with that error, so events
+/// stay in the outbox and `/ready` reports the stream degraded.
+struct UnavailableStream: EventStream {
+    let error: KafkaError
+
+    func publish(_ events: [OutboxRecord]) async throws { throw error }
+    var problem: String? { error.description }
 }
