@@ -75,9 +75,15 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private var context: ChannelHandlerContext?
+    /// `probe()` ran before the handler was in the pipeline: send the ping once it is.
+    private var probeWanted = false
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if probeWanted {
+            probeWanted = false
+            probe()
+        }
     }
 
     /// Asks the server for a pong; the connection counts as ready when it comes. (Waiting for
@@ -85,7 +91,10 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
     /// upgrade can hand it on before this handler is in the pipeline.) Call on the event loop once
     /// the upgrade has completed.
     func probe() {
-        guard let context else { return }
+        guard let context else {
+            probeWanted = true
+            return
+        }
         var buffer = context.channel.allocator.buffer(capacity: 16)
         buffer.writeString(#"{"type":"ping"}"#)
         context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: buffer)), promise: nil)

@@ -97,6 +97,9 @@ enum Connector {
             BenchConnection(plan: plan, stats: board.stats(for: loop), progress: progress, clock: clock, ready: loop.makePromise())
         }
         channel.eventLoop.execute { handler.probe() }
+        // A connection that never answers its probe is a failed connection, not a hung run.
+        let deadline = channel.eventLoop.scheduleTask(in: .seconds(30)) { handler.ready.fail(ChannelError.connectTimeout(.seconds(30))) }
+        defer { deadline.cancel() }
         try await handler.ready.futureResult.get()
         progress.connected.add(1, ordering: .relaxed)
         return (channel, handler)
