@@ -156,7 +156,7 @@ struct GatewayRobustnessTests {
 struct GatewayHeartbeatTests {
     @Test("a peer that stops answering pings is closed and goes offline")
     func heartbeatLapse() async throws {
-        try await TestApp.run(.live, configure: { $0.gateway.heartbeatSeconds = 1 }) { client in
+        try await TestApp.run(.live, configure: { $0.gateway.heartbeatSeconds = 2 }) { client in
             let alice = try await client.register("alice")
             let ghost = try await client.register("ghost")
             _ = try await client.createGroup(alice, members: [ghost])
