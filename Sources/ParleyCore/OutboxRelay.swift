@@ -32,6 +32,10 @@ public final class OutboxRelay: Service, Sendable {
         /// Backoff after a failed publish: doubles from `minBackoff` up to `maxBackoff`.
         public var minBackoff: Duration = .milliseconds(100)
         public var maxBackoff: Duration = .seconds(5)
+        /// The most events the outbox keeps while the stream is away. Beyond it the oldest are
+        /// dropped (counted in `parley_outbox_dropped_total` and logged): chat goes on, and the
+        /// stream misses those events. Nil keeps everything.
+        public var maxPending: Int? = 1_000_000
 
         public init() {}
     }
@@ -55,6 +59,7 @@ public final class OutboxRelay: Service, Sendable {
     private let errors = Counter(label: "parley_stream_errors_total")
     private let pending = Gauge(label: "parley_outbox_pending")
     private let oldestAge = Gauge(label: "parley_outbox_oldest_age_seconds")
+    private let dropped = Counter(label: "parley_outbox_dropped_total")
 
     public init(outbox: any OutboxStore, stream: any EventStream, configuration: Configuration = .init(), logger: Logger) {
         self.outbox = outbox
@@ -93,10 +98,12 @@ public final class OutboxRelay: Service, Sendable {
         }
         // Graceful shutdown (the pipeline has drained by now): relay what it committed last rather
         // than leave it for the next start, for a few seconds at most.
-        guard !Task.isCancelled else { return }
-        _ = try? await withTimeout(.seconds(5)) {
-            while try await self.relayOnce() > 0 {}
+        if !Task.isCancelled {
+            _ = try? await withTimeout(.seconds(5)) {
+                while try await self.relayOnce() > 0 {}
+            }
         }
+        await outbox.releaseOutboxShards()
     }
 
     private func relayUntilCancelled() async {
@@ -132,7 +139,16 @@ public final class OutboxRelay: Service, Sendable {
         }
         if events.count == configuration.batchSize || degradedReason != nil {
             // A backlog: show it before a publish that may wait for the brokers.
-            let backlog = try await outbox.outboxBacklog()
+            var backlog = try await outbox.outboxBacklog()
+            if let maxPending = configuration.maxPending, backlog.count > maxPending {
+                let count = try await outbox.trimOutbox(keepingNewest: maxPending)
+                dropped.increment(by: Int64(count))
+                logger.error(
+                    "outbox full: dropped its oldest events; the stream will miss them",
+                    metadata: ["parley.dropped": "\(count)", "parley.max_pending": "\(maxPending)"])
+                backlog = try await outbox.outboxBacklog()
+                if count > 0 { return try await relayOnce() }
+            }
             updateBacklog(count: backlog.count, oldest: backlog.oldest)
         }
         try await stream.publish(events)

@@ -129,4 +129,12 @@ public protocol OutboxStore: Sendable {
     func removeEvents(_ positions: [Int64]) async throws
     /// How many events are pending, and when the oldest of them was written.
     func outboxBacklog() async throws -> (count: Int, oldest: Date?)
+    /// Drops the oldest pending events beyond the newest `limit`; returns how many it dropped.
+    func trimOutbox(keepingNewest limit: Int) async throws -> Int
+    /// Gives up this node's share of the outbox at shutdown, where nodes share one (PostgreSQL).
+    func releaseOutboxShards() async
+}
+
+extension OutboxStore {
+    public func releaseOutboxShards() async {}
 }

@@ -25,6 +25,9 @@ public final class PostgresChatStore: ChatStore {
         /// When set, every change also writes its stream event to the outbox, in the same
         /// transaction, stamped with this node id. Nil writes none.
         public var outboxNode: String?
+        /// How long a node's lease on outbox shards lasts without renewal: a node that stops
+        /// renewing (it died) loses its shards to the others after this long.
+        public var outboxLease: Duration = .seconds(10)
 
         public init(host: String, port: Int = 5432, username: String, password: String?, database: String?) {
             self.host = host
@@ -55,6 +58,8 @@ public final class PostgresChatStore: ChatStore {
     private let logger: Logger
     private let host: String
     private let outboxNode: String?
+    /// The outbox shards this node relays; nil without an outbox.
+    let leases: OutboxLeases?
 
     /// Configures the pool. Nothing connects until `run()` runs; then `migrate()` before serving.
     public init(configuration: Configuration, logger: Logger) {
@@ -76,6 +81,7 @@ public final class PostgresChatStore: ChatStore {
         self.logger = logger
         self.host = "\(configuration.host):\(configuration.port)"
         self.outboxNode = configuration.outboxNode
+        self.leases = configuration.outboxNode.map { OutboxLeases(node: $0, duration: configuration.outboxLease) }
     }
 
     /// Runs the connection pool for the life of the node (postgres-nio's client needs a task of its
@@ -95,7 +101,7 @@ public final class PostgresChatStore: ChatStore {
     }
 
     /// Runs `body`, turning driver errors into domain errors.
-    private func guarded<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+    func guarded<T: Sendable>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch {
@@ -424,34 +430,6 @@ public final class PostgresChatStore: ChatStore {
     }
 
     // MARK: Outbox
-
-    public func pendingEvents(limit: Int) async throws -> [OutboxRecord] {
-        try await guarded {
-            var records: [OutboxRecord] = []
-            for try await (position, eventID, topic, key, type, envelope) in try await client.run(
-                "SELECT position, event_id, topic, key, type, envelope FROM outbox ORDER BY position LIMIT \(limit)"
-            ).decode((Int64, UUID, String, String, String, String).self) {
-                guard let topic = StreamTopic(rawValue: topic) else { throw ParleyError.internal(detail: "unreadable outbox row \(position)") }
-                records.append(OutboxRecord(position: position, eventID: eventID, topic: topic, key: key, type: type, envelope: Array(envelope.utf8)))
-            }
-            return records
-        }
-    }
-
-    public func removeEvents(_ positions: [Int64]) async throws {
-        guard !positions.isEmpty else { return }
-        try await guarded { try await client.execute("DELETE FROM outbox WHERE position = ANY(\(positions))") }
-    }
-
-    public func outboxBacklog() async throws -> (count: Int, oldest: Date?) {
-        try await guarded {
-            var result: (Int, Date?) = (0, nil)
-            for try await (count, oldest) in try await client.run("SELECT count(*), min(created_at) FROM outbox").decode((Int64, Int64?).self) {
-                result = (Int(count), oldest.map { Date(timeIntervalSince1970: TimeInterval($0) / 1000) })
-            }
-            return result
-        }
-    }
 
     public func messages(conversationID: UUID, member: UUID?, cursor: PageCursor, limit: Int) async throws -> MessagePage {
         let columns = Self.messageColumns("m")

@@ -1,4 +1,5 @@
 import Logging
+import ParleyCore
 import PostgresNIO
 
 /// Versioned schema migrations for PostgreSQL, applied in order at start inside one transaction
@@ -112,6 +113,23 @@ enum PostgresSchema {
                 )
                 """,
                 "CREATE INDEX outbox_shard_position ON outbox (shard, position)",
+            ]
+        ),
+        Migration(
+            version: 3,
+            name: "outbox leases",
+            statements: [
+                // Which node relays each outbox shard, until when; `node` is empty for a free shard.
+                """
+                CREATE TABLE outbox_leases (
+                    shard integer PRIMARY KEY,
+                    node text NOT NULL DEFAULT '',
+                    expires_at timestamptz NOT NULL DEFAULT '-infinity'
+                )
+                """,
+                "INSERT INTO outbox_leases (shard) SELECT generate_series(0, \(StreamEvent.shardCount - 1))",
+                // The relays alive (their last renewal), for sharing the shards out fairly.
+                "CREATE TABLE outbox_relays (node text PRIMARY KEY, seen_at timestamptz NOT NULL)",
             ]
         ),
     ]

@@ -519,7 +519,16 @@ public final class SQLiteChatStore: ChatStore {
         try await pool.read { db in
             let row = try Row.fetchOne(db, sql: "SELECT COUNT(*) AS count, MIN(created_at) AS oldest FROM outbox")
             let oldest: Int64? = row?["oldest"]
-            return (row?["count"] ?? 0, oldest.map { Date(timeIntervalSince1970: TimeInterval($0) / 1000) })
+            return (row?["count"] ?? 0, oldest.map(Self.date))
+        }
+    }
+
+    public func trimOutbox(keepingNewest limit: Int) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(
+                sql: "DELETE FROM outbox WHERE position <= (SELECT position FROM outbox ORDER BY position DESC LIMIT 1 OFFSET ?)",
+                arguments: [limit])
+            return db.changesCount
         }
     }
 

@@ -101,6 +101,7 @@ public struct ParleyConfiguration: Sendable {
     /// The Kafka event stream (`PARLEY_KAFKA_BROKERS`): with it, every change is written to the
     /// outbox and relayed to the `parley.*` topics.
     public var kafka: KafkaConfiguration?
+    public var outbox = Outbox()
     /// This node's name in logs and readiness output.
     public var nodeID = ProcessInfo.processInfo.hostName
     public var port = 8080
@@ -134,6 +135,16 @@ public struct ParleyConfiguration: Sendable {
 
     public init() {}
 
+    /// The outbox the event stream is fed from.
+    public struct Outbox: Sendable {
+        /// `PARLEY_OUTBOX_LEASE_SECONDS`: how long a node's claim on its share of a shared
+        /// (PostgreSQL) outbox lasts unrenewed; a dead node's share moves to the others after it.
+        public var leaseSeconds = 10
+        /// `PARLEY_OUTBOX_MAX_EVENTS`: the most events kept while the stream is away; beyond it the
+        /// oldest are dropped. Nil (0 in the environment) keeps everything.
+        public var maxPending: Int? = 1_000_000
+    }
+
     /// Whether other nodes may share this node's users: then tokens must verify on every node.
     public var isClustered: Bool { store != .sqlite || redisURL != nil }
 
@@ -164,6 +175,14 @@ public struct ParleyConfiguration: Sendable {
             if let v = environment["PARLEY_KAFKA_TOPIC_PREFIX"] { kafka.topicPrefix = v }
             kafka.properties = KafkaConfiguration.properties(fromEnvironment: environment)
             self.kafka = kafka
+        }
+        if let v = try int("OUTBOX_LEASE_SECONDS") {
+            guard v >= 1 else { throw ConfigurationError("PARLEY_OUTBOX_LEASE_SECONDS must be at least 1, got \(v)") }
+            outbox.leaseSeconds = v
+        }
+        if let v = try int("OUTBOX_MAX_EVENTS") {
+            guard v >= 0 else { throw ConfigurationError("PARLEY_OUTBOX_MAX_EVENTS must be 0 (no bound) or more, got \(v)") }
+            outbox.maxPending = v == 0 ? nil : v
         }
         if let v = try int("PORT") { port = v }
         if let v = value("DATA_DIR") { dataDirectory = v }

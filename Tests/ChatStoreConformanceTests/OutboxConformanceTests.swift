@@ -109,4 +109,58 @@ struct OutboxConformanceTests {
             #expect(Set(try events.map { try envelope($0)["node"] as? String }) == ["node-a", "node-b"], "each event names its node")
         }
     }
+
+    @Test("bounded: trimming drops the oldest events and keeps the newest in order", arguments: StoreFactory.all)
+    func trim(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let alice = try await store.makeUser("alice")
+            let team = try await store.makeGroup(owner: alice)
+            for i in 1...10 { try await store.post("m\(i)", from: alice, to: team) }
+            let all = try await store.pendingEvents(limit: 100)
+            #expect(try await store.trimOutbox(keepingNewest: 4) == 6)
+            #expect(try await store.pendingEvents(limit: 100).map(\.position) == Array(all.suffix(4).map(\.position)))
+            #expect(try await store.trimOutbox(keepingNewest: 4) == 0, "nothing beyond the bound: nothing dropped")
+        }
+    }
+
+    @Test(
+        "PostgreSQL: two nodes share the outbox shards without overlap, and a node that stops renewing loses its share to the other",
+        .enabled(if: TestEnvironment.postgresURL != nil))
+    func leasedShards() async throws {
+        try await StoreFactory.postgres.withTwoNodes { nodeA, nodeB in
+            let alice = try await nodeA.makeUser("alice")
+            // Enough conversations that both nodes' shares hold some of them.
+            for i in 1...40 {
+                let group = try await nodeA.makeGroup(owner: alice, name: "g\(i)")
+                try await nodeA.post("hello \(i)", from: alice, to: group)
+            }
+            let all = Set(try await nodeA.pendingEvents(limit: 1000).map(\.eventID))
+            #expect(all.count == 40, "a node alone relays every shard")
+
+            // Both renew (every 200 ms with 1 s leases) until the first node gave up its excess
+            // and the second took it.
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(15)
+            var seenA = Set<UUID>()
+            var seenB = Set<UUID>()
+            while clock.now < deadline {
+                seenA = Set(try await nodeA.pendingEvents(limit: 1000).map(\.eventID))
+                seenB = Set(try await nodeB.pendingEvents(limit: 1000).map(\.eventID))
+                if !seenA.isEmpty, !seenB.isEmpty, seenA.union(seenB) == all { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(!seenA.isEmpty && !seenB.isEmpty, "each node relays a share")
+            #expect(seenA.isDisjoint(with: seenB), "no event is relayed by both")
+            #expect(seenA.union(seenB) == all, "between them, every event")
+
+            // The first node goes silent (as if killed): once its leases expire, the second takes
+            // its shards.
+            while clock.now < deadline + .seconds(10) {
+                seenB = Set(try await nodeB.pendingEvents(limit: 1000).map(\.eventID))
+                if seenB == all { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(seenB == all, "the survivor relays every shard")
+        }
+    }
 }

@@ -42,6 +42,14 @@ private final class MemoryOutbox: OutboxStore {
         continuation.yield(count)
         return (count, count == 0 ? nil : .now)
     }
+
+    func trimOutbox(keepingNewest limit: Int) async throws -> Int {
+        records.withLock { records in
+            let dropped = max(0, records.count - limit)
+            records.removeFirst(dropped)
+            return dropped
+        }
+    }
 }
 
 /// A stream that records what it was given and fails while `failing` is set.
@@ -72,8 +80,11 @@ private final class RecordingStream: EventStream {
 
 @Suite("Outbox relay")
 struct OutboxRelayTests {
-    private func withRelay(_ outbox: MemoryOutbox, _ stream: RecordingStream, _ body: (OutboxRelay) async throws -> Void) async throws {
+    private func withRelay(
+        _ outbox: MemoryOutbox, _ stream: RecordingStream, maxPending: Int? = nil, _ body: (OutboxRelay) async throws -> Void
+    ) async throws {
         var configuration = OutboxRelay.Configuration()
+        configuration.maxPending = maxPending
         configuration.batchSize = 10
         configuration.minBackoff = .milliseconds(10)
         configuration.maxBackoff = .milliseconds(20)
@@ -123,6 +134,23 @@ struct OutboxRelayTests {
             while let backlog = await rounds.next(), backlog > 0 {}
             #expect(stream.published.map(\.position) == Array(1...10))
             #expect(relay.degradedReason == nil)
+        }
+    }
+
+    @Test("at its bound the outbox drops its oldest events while the stream is down; the newest go out once it is back")
+    func boundedWhileDown() async throws {
+        let outbox = MemoryOutbox()
+        let stream = RecordingStream()
+        stream.setFailing(true)
+        outbox.append(key: "c1", count: 50)
+        try await withRelay(outbox, stream, maxPending: 20) { relay in
+            var attempts = stream.attempts.makeAsyncIterator()
+            #expect(await attempts.next() == false)
+            #expect(outbox.count == 20, "trimmed to the bound before publishing")
+            stream.setFailing(false)
+            var rounds = outbox.rounds.makeAsyncIterator()
+            while let backlog = await rounds.next(), backlog > 0 {}
+            #expect(stream.published.map(\.position) == Array(31...50), "the newest 20, in order")
         }
     }
 }

@@ -35,6 +35,8 @@ public struct StoreFactory: Sendable, CustomTestStringConvertible {
         configuration.schema = schema
         configuration.maxConnections = 4
         configuration.outboxNode = "node-a"
+        // Short leases, so that the lease tests see a silent node's shards move within seconds.
+        configuration.outboxLease = .seconds(1)
         try await PostgresAdmin.execute("CREATE SCHEMA \(schema)", url: url)
         let store = PostgresChatStore(configuration: configuration, logger: .quiet)
         var second = configuration

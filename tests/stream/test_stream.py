@@ -933,3 +933,257 @@ def test_kill_9_with_pending_events_loses_nothing():
     print(f"{len(waiting)} events in the outbox at the SIGKILL ({len(pending)} sent while the brokers were down); "
           f"ready again {ready_after:.1f} s after the kill, all {len(sent_ids)} messages in the topic after {drained_after:.1f} s; "
           f"{len(records)} records, {repeats} repeated; stop took {took:.1f} s; test {time.monotonic() - began:.1f} s")
+
+
+# --- two nodes sharing the outbox on PostgreSQL ---------------------------------------------------
+
+SHARDS = 64
+LEASE_SECONDS = 3
+RELAY_CONVERSATIONS = 20
+RELAY_ROUNDS = 10
+RELAY_PER_ROUND = 60  # three per conversation each round: 600 messages in all
+RELAY_KILL_ROUND = 5  # the victim is killed while this round is being sent
+
+
+def psql_rows(url, sql):
+    """The rows of a query, each a list of its columns as text."""
+    result = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qAt", "-F", "\t", "-c", sql],
+                            check=True, capture_output=True, text=True, timeout=60)
+    return [line.split("\t") for line in result.stdout.splitlines() if line]
+
+
+def live_leases(url):
+    """{node id: number of outbox shards it holds an unexpired lease on} (a free shard's node is '')."""
+    rows = psql_rows(url, "SELECT node, count(*) FROM outbox_leases WHERE expires_at > now() AND node <> '' GROUP BY node")
+    return {node: int(count) for node, count in rows}
+
+
+def wait_for_leases(url, done, timeout, what):
+    """Polls the live leases until done(leases); returns them and the seconds it took."""
+    began = time.monotonic()
+    while True:
+        leases = live_leases(url)
+        if done(leases):
+            return leases, time.monotonic() - began
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"no {what} within {timeout} s; live leases per node: {leases or 'none'}")
+        time.sleep(0.2)
+
+
+class OneOf:
+    """Equal to any of `values`: check_events' `node` check, for events made by either of two nodes."""
+
+    def __init__(self, values):
+        self.values = frozenset(values)
+
+    def __eq__(self, other):
+        return other in self.values
+
+    def __ne__(self, other):
+        return other not in self.values
+
+    __hash__ = None
+
+    def __repr__(self):
+        return " or ".join(repr(value) for value in sorted(self.values))
+
+
+def send_rest_allowing_replay(node, token, conversation, body, client_msg_id):
+    """A REST send that may repeat one whose answer was lost: 201 (stored now) or 200 (the
+    clientMsgId was already stored, the original comes back). Returns (message, replayed)."""
+    for _ in range(50):
+        status, reply, headers = node.request("POST", f"/api/v1/conversations/{conversation}/messages", token,
+                                              {"body": body, "clientMsgId": client_msg_id})
+        if status in (200, 201):
+            return reply["message"], status == 200
+        if status in (429, 503):
+            time.sleep(min(float(headers.get("Retry-After") or 0.2), 1.0))
+            continue
+        raise AssertionError(f"repeated send {client_msg_id} to {conversation}: {status} {reply}")
+    raise AssertionError(f"repeated send {client_msg_id} to {conversation} kept being refused")
+
+
+def test_two_nodes_relay_concurrently_on_postgres_one_killed():
+    # Two nodes on one PostgreSQL database share the 64 outbox shards by lease, each producing only
+    # the shards it holds; chat goes to both at once, through REST and WebSocket, and one node is
+    # SIGKILLed in the middle. Its shards pass to the survivor once their leases expire. In the
+    # topic: every stored message, nothing else, one event id per message, per conversation seqs
+    # 1..n in order after dropping repeated event ids.
+    url = os.environ.get("PARLEY_TEST_POSTGRES_URL")
+    if not url:
+        skip_or_fail("PARLEY_TEST_POSTGRES_URL is not set (eval \"$(scripts/services.sh start)\")")
+    if not shutil.which("psql"):
+        skip_or_fail("psql is not installed")
+    began = time.monotonic()
+    parts = urllib.parse.urlsplit(url)
+    database = unique("parley_stream_")
+    admin = parts._replace(path="/postgres").geturl()
+    db_url = parts._replace(path="/" + database).geturl()
+    psql(admin, f'CREATE DATABASE "{database}"')
+    try:
+        # One database, one topic, one JWT secret (a token works on either node); its own node id and port each.
+        shared = {"PARLEY_JWT_SECRET": "stream-test-" + uuid.uuid4().hex + uuid.uuid4().hex,
+                  "PARLEY_OUTBOX_LEASE_SECONDS": str(LEASE_SECONDS)}
+        prefix = unique("t") + "."
+        first = Node(store=db_url, extra_env=shared, topic_prefix=prefix, node_id=unique("relay-a-"))
+        second = Node(store=db_url, extra_env=shared, topic_prefix=prefix, node_id=unique("relay-b-"))
+        with first, second:
+            nodes = [first, second]
+            survivor, victim = first, second
+            node_ids = {first.node_id, second.node_id}
+
+            # Both relay: each holds some of the shards.
+            shared_leases, sharing_after = wait_for_leases(
+                db_url, lambda ls: set(ls) == node_ids and all(n >= 1 for n in ls.values()), timeout=max(30, 10 * LEASE_SECONDS),
+                what=f"lease on at least one shard for each of {sorted(node_ids)}")
+            assert sum(shared_leases.values()) <= SHARDS, shared_leases
+
+            users = [first.register() for _ in range(USERS)]
+            members = {}
+            for i in range(RELAY_CONVERSATIONS):
+                ids = [i % USERS, (i + 1) % USERS] + ([(i + 3) % USERS] if i % 2 == 0 else [])
+                conversation = nodes[i % 2].group(users[ids[0]][1], f"Relay {i}", [users[j][0] for j in ids[1:]])
+                members[conversation] = ids
+            conversations = list(members)
+
+            # Message k: conversation k % 20, from one of its members, clientMsgId m-k. Block
+            # b = k // 20 goes to node b % 2, over REST when (b // 2) is even, else WebSocket: each
+            # conversation gets all four, and each round sends to every conversation through both nodes.
+            plan = []  # per round: ([(k, node, token, conversation, body, clientMsgId)], {(node index, user): [frames]})
+            for r in range(RELAY_ROUNDS):
+                rest_items, ws_frames = [], collections.defaultdict(list)
+                for k in range(r * RELAY_PER_ROUND, (r + 1) * RELAY_PER_ROUND):
+                    conversation = conversations[k % RELAY_CONVERSATIONS]
+                    block = k // RELAY_CONVERSATIONS
+                    sender = members[conversation][block % len(members[conversation])]
+                    if (block // 2) % 2 == 0:
+                        rest_items.append((nodes[block % 2], users[sender][1], conversation, f"relay {k} über REST ✓", f"m-{k}"))
+                    else:
+                        ws_frames[(block % 2, sender)].append({"type": "send", "conversationId": conversation,
+                                                               "clientMsgId": f"m-{k}", "body": f"relay {k} über WebSocket ✓"})
+                plan.append((rest_items, ws_frames))
+            total = RELAY_ROUNDS * RELAY_PER_ROUND
+
+            killed = threading.Event()  # set just before the SIGKILL: a failure on the victim after it is expected
+            acked = {}  # clientMsgId -> (message, id of the node that acknowledged it)
+            ws_acked = {node.node_id: {} for node in nodes}  # per node: clientMsgId -> message
+            ws_failures = []
+            retried, replayed = set(), set()  # repeated on the survivor after the kill; of those, already stored
+            at_kill = {}
+
+            def acknowledged():
+                return len(acked) + sum(len(results) for results in ws_acked.values())
+
+            def send_rest_item(via, token, conversation, body, client_msg_id):
+                if not (via is victim and killed.is_set()):
+                    try:
+                        acked[client_msg_id] = (via.send_rest(token, conversation, body, client_msg_id), via.node_id)
+                        return
+                    except AssertionError:
+                        raise
+                    except Exception:  # noqa: BLE001 — the connection, cut by the kill
+                        if not (via is victim and killed.is_set()):
+                            raise
+                        retried.add(client_msg_id)
+                message, again = send_rest_allowing_replay(survivor, token, conversation, body, client_msg_id)
+                assert client_msg_id in retried or not again, f"{client_msg_id}: a first send answered as a replay"
+                if again:
+                    replayed.add(client_msg_id)
+                acked[client_msg_id] = (message, survivor.node_id)
+
+            async def send_ws_batch(via, token, frames):
+                if not (via is victim and killed.is_set()):
+                    try:
+                        await send_over_socket(via, token, frames, ws_acked[via.node_id], ws_failures, timeout=60)
+                        return
+                    except Exception:  # noqa: BLE001 — the socket, closed or refused by the kill
+                        if not (via is victim and killed.is_set()):
+                            raise
+                    frames = [frame for frame in frames if frame["clientMsgId"] not in ws_acked[via.node_id]]
+                    retried.update(frame["clientMsgId"] for frame in frames)
+                await send_over_socket(survivor, token, frames, ws_acked[survivor.node_id], ws_failures, timeout=60)
+
+            async def kill_victim(round_start):
+                # Once a third of this round is acknowledged: the rest is in flight or not yet sent.
+                deadline = time.monotonic() + 20
+                while acknowledged() < round_start + RELAY_PER_ROUND // 3 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.005)
+                at_kill["leases"] = await asyncio.to_thread(live_leases, db_url)
+                at_kill["acknowledged"] = acknowledged()
+                killed.set()
+                victim.process.send_signal(signal.SIGKILL)
+                at_kill["time"] = time.monotonic()
+
+            async def send_everything():
+                loop = asyncio.get_running_loop()
+                with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+                    for r, (rest_items, ws_frames) in enumerate(plan):
+                        tasks = [loop.run_in_executor(pool, send_rest_item, *item) for item in rest_items]
+                        tasks += [send_ws_batch(nodes[n], users[u][1], frames) for (n, u), frames in ws_frames.items()]
+                        if r == RELAY_KILL_ROUND:
+                            tasks.append(kill_victim(acknowledged()))
+                        await asyncio.gather(*tasks)
+
+            asyncio.run(send_everything())
+            assert killed.is_set()
+            assert set(at_kill["leases"]) == node_ids, \
+                f"just before the kill not both nodes held leases ({at_kill['leases']}): they did not relay concurrently under load"
+            status = victim.process.wait(timeout=10)
+            assert status == -signal.SIGKILL, f"the victim exited with {status} before the SIGKILL"
+            assert survivor.process.poll() is None, f"the survivor exited with {survivor.process.returncode}"
+            assert not ws_failures, f"{len(ws_failures)} WebSocket sends refused, e.g. {ws_failures[:3]}"
+            for node_id, results in ws_acked.items():
+                acked.update((client_msg_id, (message, node_id)) for client_msg_id, message in results.items())
+            assert len(acked) == total, f"{len(acked)} of {total} sends acknowledged (after repeating those the kill cut off)"
+
+            # The survivor takes over every shard once the victim's leases expire.
+            all_leases, takeover = wait_for_leases(
+                db_url, lambda ls: ls == {survivor.node_id: SHARDS}, timeout=max(30, 10 * LEASE_SECONDS),
+                what=f"lease on all {SHARDS} shards for the survivor {survivor.node_id}")
+            takeover_after = time.monotonic() - at_kill["time"]
+
+            # The database: every acknowledged message, once (a repeated send with its clientMsgId
+            # returns the original), and nothing else.
+            stored = {}
+            for conversation, ids in members.items():
+                stored.update(survivor.history(users[ids[0]][1], conversation))
+            acked_ids = {message["id"] for message, _ in acked.values()}
+            lost = acked_ids - set(stored)
+            assert not lost, f"{len(lost)} acknowledged messages are not stored, e.g. {sorted(lost)[:3]}"
+            assert len(acked_ids) == total, f"{total - len(acked_ids)} sends acknowledged as another send's message"
+            extra = {i: stored[i]["clientMsgId"] for i in set(stored) - acked_ids}
+            assert not extra, f"{len(extra)} stored messages no acknowledgement names (clientMsgId: {list(extra.values())[:5]})"
+            assert all(stored[message["id"]]["clientMsgId"] == client_msg_id for client_msg_id, (message, _) in acked.items()), \
+                "an acknowledgement names a message stored under another clientMsgId"
+
+            # The topic: exactly the stored messages, one event id each, valid, in order, no gaps.
+            with TopicReader(first.messages_topic) as reader:
+                records = reader.read_until(lambda rs: set(stored) <= message_ids_in(rs), timeout=90,
+                                            what=f"all {len(stored)} stored messages")
+            drained_after = time.monotonic() - at_kill["time"]
+            event_ids_per_message = collections.defaultdict(set)
+            for record in records:
+                envelope = json.loads(record.value)
+                event_ids_per_message[envelope["data"]["message"]["id"]].add(envelope["id"])
+            two_events = {m: ids for m, ids in event_ids_per_message.items() if len(ids) > 1}
+            assert not two_events, f"{len(two_events)} messages published as several different events, e.g. {list(two_events.items())[:2]}"
+            by_conversation = check_events(records, OneOf(node_ids))
+            events = {e["data"]["message"]["id"]: e for es in by_conversation.values() for e in es}
+            not_stored = set(events) - set(stored)
+            assert not not_stored, f"{len(not_stored)} events for messages that are not stored, e.g. {sorted(not_stored)[:3]}"
+            assert_gapless_in_order(by_conversation, collections.Counter(m["conversationId"] for m in stored.values()))
+            different = [(stored[i], events[i]["data"]["message"]) for i in stored if events[i]["data"]["message"] != stored[i]]
+            assert not different, f"{len(different)} events carry a message unlike GET …/messages, e.g. REST {different[0][0]} vs event {different[0][1]}"
+            # `node` is the node that stored the message (known for sends not repeated after the kill).
+            wrong_node = [(cm, node_id, events[message["id"]]["node"]) for cm, (message, node_id) in acked.items()
+                          if cm not in retried and events[message["id"]]["node"] != node_id]
+            assert not wrong_node, f"{len(wrong_node)} events name another node than the one that stored the message, e.g. {wrong_node[:3]}"
+            repeats = len(records) - len(distinct_event_ids(records))
+            by_node = collections.Counter(node_id for _, node_id in acked.values())
+    finally:
+        psql(admin, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    print(f"leases shared {sharing_after:.1f} s after both started: {shared_leases}; at the kill: {at_kill['leases']} "
+          f"({at_kill['acknowledged']} of {total} acknowledged); survivor held all {SHARDS} shards {takeover_after:.1f} s after the kill "
+          f"(waited {takeover:.1f} s after the sends); acknowledged by node: {dict(by_node)}; {len(retried)} sends repeated on the "
+          f"survivor, {len(replayed)} of them already stored; all {len(stored)} messages in the topic {drained_after:.1f} s after the kill, "
+          f"{len(records)} records, {repeats} repeated; test {time.monotonic() - began:.1f} s")

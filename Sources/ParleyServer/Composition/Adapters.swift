@@ -52,13 +52,20 @@ public struct Adapters: Sendable {
         case .postgres(let url):
             var postgres = try PostgresChatStore.Configuration(url: url)
             postgres.outboxNode = outboxNode
+            postgres.outboxLease = .seconds(configuration.outbox.leaseSeconds)
             store = PostgresChatStore(configuration: postgres, logger: logger)
         }
         var relay: OutboxRelay?
         var streamService: (any Service)?
         if let kafka = configuration.kafka {
             let stream = try KafkaStreamFactory.make(kafka, logger: logger)
-            relay = OutboxRelay(outbox: store, stream: stream.stream, logger: logger)
+            var relayConfiguration = OutboxRelay.Configuration()
+            relayConfiguration.maxPending = configuration.outbox.maxPending
+            if case .postgres = configuration.store {
+                // Other nodes' commits to this node's shards wake nothing here: look more often.
+                relayConfiguration.fallbackInterval = .milliseconds(250)
+            }
+            relay = OutboxRelay(outbox: store, stream: stream.stream, configuration: relayConfiguration, logger: logger)
             streamService = stream.service
         }
         var checks: [(name: String, check: @Sendable () async throws -> Void)] = [("store", { try await store.ping() })]
