@@ -49,6 +49,7 @@ public struct PresenceService: Sendable {
     }
 
     private func announce(_ presence: Presence) async throws {
+        if let node = store.outboxNode { try await store.appendEvents([.presence(presence, node: node)]) }
         let contacts = try await store.contacts(of: presence.userID, maxGroupSize: maxGroupSize, limit: maxRecipients)
         bus.publish(.presence(presence), to: contacts)
     }

@@ -123,6 +123,12 @@ public struct OutboxRecord: Sendable, Equatable {
 /// The outbox of a store: events written in the transactions of the changes they describe, read by
 /// the relay in order and removed once the stream has them.
 public protocol OutboxStore: Sendable {
+    /// The node id the store stamps on events it writes to its outbox, or nil when it keeps none
+    /// (no event stream and no in-process consumer is configured).
+    var outboxNode: String? { get }
+    /// Writes events that are not part of a store change (presence transitions, notifications, dead
+    /// letters) to the outbox, in one transaction of their own.
+    func appendEvents(_ events: [StreamEvent]) async throws
     /// The oldest pending events, in commit order per key, at most `limit`.
     func pendingEvents(limit: Int) async throws -> [OutboxRecord]
     /// Removes events the stream acknowledged.

@@ -46,6 +46,18 @@ final class OutboxLeases: Sendable {
 }
 
 extension PostgresChatStore {
+    /// Writes the event `make` builds to the outbox inside the caller's transaction, when the store
+    /// keeps one.
+    func emit(_ db: PostgresConnection, _ make: (String) throws -> StreamEvent) async throws {
+        guard let outboxNode else { return }
+        try await Self.writeEvents([try make(outboxNode)], on: db)
+    }
+
+    public func appendEvents(_ events: [StreamEvent]) async throws {
+        guard !events.isEmpty else { return }
+        try await transaction { db in try await Self.writeEvents(events, on: db) }
+    }
+
     public func pendingEvents(limit: Int) async throws -> [OutboxRecord] {
         try await guarded {
             let shards = try await leasedShards()
@@ -118,8 +130,9 @@ extension PostgresChatStore {
             INSERT INTO outbox_relays (node, seen_at) VALUES (\(node), now())
             ON CONFLICT (node) DO UPDATE SET seen_at = now()
             """)
-        let live = max(1, try await client.first("SELECT count(*) FROM outbox_relays WHERE seen_at > now() - make_interval(secs => \(seconds))", as: Int64.self) ?? 1)
-        let fairShare = (StreamEvent.shardCount + Int(live) - 1) / Int(live)
+        let live = try await client.first(
+            "SELECT count(*) FROM outbox_relays WHERE seen_at > now() - make_interval(secs => \(seconds))", as: Int64.self)
+        let fairShare = (StreamEvent.shardCount + Int(max(1, live ?? 1)) - 1) / Int(max(1, live ?? 1))
         var shards = try await client.all(
             "UPDATE outbox_leases SET expires_at = now() + make_interval(secs => \(seconds)) WHERE node = \(node) RETURNING shard", as: Int32.self
         ).sorted()

@@ -57,7 +57,7 @@ public final class PostgresChatStore: ChatStore {
     let client: PostgresClient
     private let logger: Logger
     private let host: String
-    private let outboxNode: String?
+    public let outboxNode: String?
     /// The outbox shards this node relays; nil without an outbox.
     let leases: OutboxLeases?
 
@@ -109,7 +109,7 @@ public final class PostgresChatStore: ChatStore {
         }
     }
 
-    private func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+    func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
         try await guarded {
             try await client.withTransaction(logger: Self.silent) { connection in try await body(connection) }
         }
@@ -271,6 +271,9 @@ public final class PostgresChatStore: ChatStore {
                     "INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES (\(id), \(user), 'member', \(now.millis))"
                 )
             }
+            if let created = try await db.conversations(ids: [id]).first {
+                try await emit(db) { try .conversationCreated(created, node: $0) }
+            }
             return true
         }
         let conversationID: UUID? =
@@ -300,6 +303,7 @@ public final class PostgresChatStore: ChatStore {
                 )
             }
             guard let created = try await db.conversations(ids: [id]).first else { throw ParleyError.internal(detail: "group vanished") }
+            try await emit(db) { try .conversationCreated(created, node: $0) }
             return created
         }
     }
@@ -369,12 +373,20 @@ public final class PostgresChatStore: ChatStore {
             if let passcodeHash {
                 try await db.execute("UPDATE conversations SET passcode_hash = \(passcodeHash) WHERE id = \(id)")
             }
-            return try await db.conversations(ids: [id]).first
+            let updated = try await db.conversations(ids: [id]).first
+            if let updated, name != nil || passcodeHash != nil {
+                try await emit(db) { try .conversationUpdated(updated, at: now, node: $0) }
+            }
+            return updated
         }
     }
 
     public func deleteConversation(id: UUID) async throws {
-        try await guarded { try await client.execute("DELETE FROM conversations WHERE id = \(id)") }
+        try await transaction { db in
+            if try await db.first("DELETE FROM conversations WHERE id = \(id) RETURNING 1", as: Int32.self) != nil {
+                try await emit(db) { .conversationDeleted(id, at: .now, node: $0) }
+            }
+        }
     }
 
     public func addMembers(conversationID: UUID, userIDs: [UUID], role: MemberRole, now: Date) async throws -> [UUID] {
@@ -392,7 +404,11 @@ public final class PostgresChatStore: ChatStore {
                     as: UUID.self
                 )
             )
-            return userIDs.filter { added.contains($0) }
+            let newMembers = userIDs.filter { added.contains($0) }
+            for user in newMembers {
+                try await emit(db) { try .memberAdded(conversationID, userID: user, role: role, at: now, node: $0) }
+            }
+            return newMembers
         }
     }
 
@@ -400,6 +416,7 @@ public final class PostgresChatStore: ChatStore {
         try await transaction { db in
             let role = try await db.first(
                 "DELETE FROM members WHERE conversation_id = \(conversationID) AND user_id = \(userID) RETURNING role", as: String.self)
+            if role != nil { try await emit(db) { try .memberRemoved(conversationID, userID: userID, at: now, node: $0) } }
             guard role == MemberRole.owner.rawValue else { return }
             let successor = try await db.first(
                 """
@@ -410,16 +427,24 @@ public final class PostgresChatStore: ChatStore {
             )
             if let successor {
                 try await db.execute("UPDATE members SET role = 'owner' WHERE conversation_id = \(conversationID) AND user_id = \(successor)")
+                try await emit(db) { try .memberRoleChanged(conversationID, userID: successor, role: .owner, at: now, node: $0) }
             } else {
                 try await db.execute("DELETE FROM conversations WHERE id = \(conversationID)")
+                try await emit(db) { .conversationDeleted(conversationID, at: now, node: $0) }
             }
         }
     }
 
     public func setRole(conversationID: UUID, userID: UUID, role: MemberRole) async throws {
-        try await guarded {
-            try await client.execute(
-                "UPDATE members SET role = \(role.rawValue) WHERE conversation_id = \(conversationID) AND user_id = \(userID)")
+        try await transaction { db in
+            let changed = try await db.first(
+                """
+                UPDATE members SET role = \(role.rawValue)
+                WHERE conversation_id = \(conversationID) AND user_id = \(userID) AND role <> \(role.rawValue) RETURNING 1
+                """, as: Int32.self)
+            if changed != nil {
+                try await emit(db) { try .memberRoleChanged(conversationID, userID: userID, role: role, at: .now, node: $0) }
+            }
         }
     }
 
@@ -490,6 +515,7 @@ public final class PostgresChatStore: ChatStore {
                 try await db.execute(
                     "UPDATE members SET delivered_seq = \(target) WHERE conversation_id = \(conversationID) AND user_id = \(userID)")
             }
+            try await emit(db) { try .receipt(kind, conversationID: conversationID, userID: userID, seq: target, at: .now, node: $0) }
             return WatermarkUpdate(value: target, advanced: true)
         }
     }

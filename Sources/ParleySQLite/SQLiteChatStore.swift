@@ -29,7 +29,7 @@ public final class SQLiteChatStore: ChatStore {
 
     let pool: DatabasePool
     private let logger: Logger
-    private let outboxNode: String?
+    public let outboxNode: String?
 
     public init(configuration: Configuration, logger: Logger) throws {
         var config = GRDB.Configuration()
@@ -225,6 +225,7 @@ public final class SQLiteChatStore: ChatStore {
                 try Self.insertMember(db, conversationID: id, userID: user.lowercased, role: .member, now: now)
             }
             guard let created = try Self.conversation(db, id: id) else { throw ParleyError.internal(detail: "direct conversation vanished") }
+            try self.emit(db) { try .conversationCreated(created, node: $0) }
             return (created, true)
         }
     }
@@ -241,6 +242,7 @@ public final class SQLiteChatStore: ChatStore {
                 try Self.insertMember(db, conversationID: id.lowercased, userID: member.lowercased, role: .member, now: now)
             }
             guard let created = try Self.conversation(db, id: id.lowercased) else { throw ParleyError.internal(detail: "group vanished") }
+            try self.emit(db) { try .conversationCreated(created, node: $0) }
             return created
         }
     }
@@ -314,13 +316,18 @@ public final class SQLiteChatStore: ChatStore {
                     passcodeHash, id.lowercased,
                 ])
             }
-            return try Self.conversation(db, id: id.lowercased)
+            let updated = try Self.conversation(db, id: id.lowercased)
+            if let updated, name != nil || passcodeHash != nil {
+                try self.emit(db) { try .conversationUpdated(updated, at: now, node: $0) }
+            }
+            return updated
         }
     }
 
     public func deleteConversation(id: UUID) async throws {
         try await pool.write { db in
             try db.cachedStatement(sql: "DELETE FROM conversations WHERE id = ?").execute(arguments: [id.lowercased])
+            if db.changesCount > 0 { try self.emit(db) { .conversationDeleted(id, at: .now, node: $0) } }
         }
     }
 
@@ -341,7 +348,10 @@ public final class SQLiteChatStore: ChatStore {
                 ).execute(
                     arguments: [conversationID.lowercased, user.lowercased, role.rawValue, now.millis]
                 )
-                if db.changesCount > 0 { added.append(user) }
+                if db.changesCount > 0 {
+                    added.append(user)
+                    try self.emit(db) { try .memberAdded(conversationID, userID: user, role: role, at: now, node: $0) }
+                }
             }
             return added
         }
@@ -354,6 +364,7 @@ public final class SQLiteChatStore: ChatStore {
                 db.cachedStatement(sql: "DELETE FROM members WHERE conversation_id = ? AND user_id = ? RETURNING role"),
                 arguments: [cid, userID.lowercased]
             )
+            if role != nil { try self.emit(db) { try .memberRemoved(conversationID, userID: userID, at: now, node: $0) } }
             guard role == MemberRole.owner.rawValue else { return }
             let successor = try String.fetchOne(
                 db.cachedStatement(
@@ -367,17 +378,22 @@ public final class SQLiteChatStore: ChatStore {
                 try db.cachedStatement(sql: "UPDATE members SET role = 'owner' WHERE conversation_id = ? AND user_id = ?").execute(
                     arguments: [cid, successor]
                 )
+                try self.emit(db) { try .memberRoleChanged(conversationID, userID: Self.uuid(successor), role: .owner, at: now, node: $0) }
             } else {
                 try db.cachedStatement(sql: "DELETE FROM conversations WHERE id = ?").execute(arguments: [cid])
+                try self.emit(db) { .conversationDeleted(conversationID, at: now, node: $0) }
             }
         }
     }
 
     public func setRole(conversationID: UUID, userID: UUID, role: MemberRole) async throws {
         try await pool.write { db in
-            try db.cachedStatement(sql: "UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?").execute(
-                arguments: [role.rawValue, conversationID.lowercased, userID.lowercased]
+            try db.cachedStatement(sql: "UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ? AND role != ?").execute(
+                arguments: [role.rawValue, conversationID.lowercased, userID.lowercased, role.rawValue]
             )
+            if db.changesCount > 0 {
+                try self.emit(db) { try .memberRoleChanged(conversationID, userID: userID, role: role, at: .now, node: $0) }
+            }
         }
     }
 
@@ -491,6 +507,20 @@ public final class SQLiteChatStore: ChatStore {
         ).execute(arguments: [event.id.lowercased, event.topic.rawValue, event.key, event.type, Data(try event.envelope()), Date.now.millis])
     }
 
+    /// Writes the event `make` builds to the outbox inside the caller's transaction, when the store
+    /// keeps one.
+    private func emit(_ db: Database, _ make: (String) throws -> StreamEvent) throws {
+        guard let outboxNode else { return }
+        try Self.writeEvent(try make(outboxNode), db: db)
+    }
+
+    public func appendEvents(_ events: [StreamEvent]) async throws {
+        guard !events.isEmpty else { return }
+        try await pool.write { db in
+            for event in events { try Self.writeEvent(event, db: db) }
+        }
+    }
+
     public func pendingEvents(limit: Int) async throws -> [OutboxRecord] {
         try await pool.read { db in
             try Row.fetchAll(
@@ -596,6 +626,7 @@ public final class SQLiteChatStore: ChatStore {
                     arguments: [target, cid, uid]
                 )
             }
+            try self.emit(db) { try .receipt(kind, conversationID: conversationID, userID: userID, seq: target, at: .now, node: $0) }
             return WatermarkUpdate(value: target, advanced: true)
         }
     }

@@ -18,4 +18,11 @@ extension ChatStore {
     {
         try await send(SendRequest(conversationID: conversation.id, senderID: sender.id, clientMsgID: clientMsgID, body: body, createdAt: now))
     }
+
+    /// Removes every pending outbox event (those of the test's set-up), as a relay would.
+    func clearOutbox() async throws {
+        while case let events = try await pendingEvents(limit: 1000), !events.isEmpty {
+            try await removeEvents(events.map(\.position))
+        }
+    }
 }

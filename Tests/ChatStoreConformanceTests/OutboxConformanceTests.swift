@@ -30,7 +30,7 @@ struct OutboxConformanceTests {
             let sent = outcomes.compactMap { try? $0.get().message }
             #expect(sent.count == 3)
 
-            let events = try await store.pendingEvents(limit: 100)
+            let events = try await store.pendingEvents(limit: 100).filter { $0.topic == .messages }
             #expect(events.count == 3, "one event per new message: none for the replay or the refused send")
             #expect(events.map(\.position) == events.map(\.position).sorted())
             for (event, message) in zip(events, sent) {
@@ -62,6 +62,7 @@ struct OutboxConformanceTests {
         try await factory.with { store in
             let alice = try await store.makeUser("alice")
             let team = try await store.makeGroup(owner: alice)
+            try await store.clearOutbox()
             #expect(try await store.outboxBacklog().count == 0)
             #expect(try await store.outboxBacklog().oldest == nil)
             let before = Date.now.addingTimeInterval(-1)
@@ -103,7 +104,7 @@ struct OutboxConformanceTests {
             async let fromB: Void = sendAll(from: nodeB, sender: bob, tag: "b")
             _ = try await (fromA, fromB)
 
-            let events = try await nodeB.pendingEvents(limit: 1000)
+            let events = try await nodeB.pendingEvents(limit: 1000).filter { $0.topic == .messages }
             let seqs = try events.map { event in try #require((try envelope(event)["seq"] as? NSNumber)?.int64Value) }
             #expect(seqs == Array(1...200), "outbox order is commit order: seq 1…200, no gap")
             #expect(Set(try events.map { try envelope($0)["node"] as? String }) == ["node-a", "node-b"], "each event names its node")
@@ -115,6 +116,7 @@ struct OutboxConformanceTests {
         try await factory.with { store in
             let alice = try await store.makeUser("alice")
             let team = try await store.makeGroup(owner: alice)
+            try await store.clearOutbox()
             for i in 1...10 { try await store.post("m\(i)", from: alice, to: team) }
             let all = try await store.pendingEvents(limit: 100)
             #expect(try await store.trimOutbox(keepingNewest: 4) == 6)
@@ -130,10 +132,10 @@ struct OutboxConformanceTests {
         try await StoreFactory.postgres.withTwoNodes { nodeA, nodeB in
             let alice = try await nodeA.makeUser("alice")
             // Enough conversations that both nodes' shares hold some of them.
-            for i in 1...40 {
-                let group = try await nodeA.makeGroup(owner: alice, name: "g\(i)")
-                try await nodeA.post("hello \(i)", from: alice, to: group)
-            }
+            var groups: [Conversation] = []
+            for i in 1...40 { groups.append(try await nodeA.makeGroup(owner: alice, name: "g\(i)")) }
+            try await nodeA.clearOutbox()
+            for group in groups { try await nodeA.post("hello", from: alice, to: group) }
             let all = Set(try await nodeA.pendingEvents(limit: 1000).map(\.eventID))
             #expect(all.count == 40, "a node alone relays every shard")
 
@@ -161,6 +163,53 @@ struct OutboxConformanceTests {
                 try await Task.sleep(for: .milliseconds(100))
             }
             #expect(seenB == all, "the survivor relays every shard")
+        }
+    }
+
+    @Test("conversation, membership and receipt changes write their events in their transactions, in order", arguments: StoreFactory.all)
+    func conversationEvents(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let alice = try await store.makeUser("alice")
+            let bob = try await store.makeUser("bob")
+            let carol = try await store.makeUser("carol")
+            let team = try await store.makeGroup(owner: alice, members: [bob], name: "Team")
+            _ = try await store.updateGroup(id: team.id, name: "Renamed", passcodeHash: nil, now: .now)
+            #expect(try await store.addMembers(conversationID: team.id, userIDs: [carol.id, bob.id], role: .member, now: .now) == [carol.id])
+            try await store.setRole(conversationID: team.id, userID: bob.id, role: .admin)
+            try await store.setRole(conversationID: team.id, userID: bob.id, role: .admin)
+            try await store.post("hi", from: alice, to: team)
+            _ = try await store.advanceWatermark(.read, conversationID: team.id, userID: bob.id, to: 1)
+            _ = try await store.advanceWatermark(.read, conversationID: team.id, userID: bob.id, to: 1)
+            try await store.removeMember(conversationID: team.id, userID: alice.id, now: .now)
+            try await store.deleteConversation(id: team.id)
+            let (direct, _) = try await store.findOrCreateDirectConversation(between: alice.id, and: carol.id, now: .now)
+            _ = try await store.findOrCreateDirectConversation(between: carol.id, and: alice.id, now: .now)
+
+            let events = try await store.pendingEvents(limit: 100)
+            #expect(
+                events.map(\.type) == [
+                    "conversation.created", "conversation.updated", "member.added", "member.role_changed", "message.created", "receipt.read",
+                    "member.removed", "member.role_changed", "conversation.deleted", "conversation.created",
+                ], "one event per change, none for changes that changed nothing")
+            let json = try events.map(envelope)
+            #expect(events.prefix(9).allSatisfy { $0.key == team.id.lowercased }, "keyed by conversation")
+            #expect(events.filter { $0.type != "message.created" && $0.type != "receipt.read" }.allSatisfy { $0.topic == .conversations })
+            let created = try #require(json[0]["data"] as? [String: Any])
+            let conversation = try #require(created["conversation"] as? [String: Any])
+            #expect(conversation["name"] as? String == "Team")
+            #expect((conversation["members"] as? [[String: Any]])?.count == 2)
+            #expect(((json[1]["data"] as? [String: Any])?["conversation"] as? [String: Any])?["name"] as? String == "Renamed")
+            #expect((json[2]["data"] as? [String: Any])?["userId"] as? String == carol.id.lowercased)
+            #expect((json[3]["data"] as? [String: Any])?["role"] as? String == "admin")
+            #expect(events[5].topic == .receipts)
+            #expect((json[5]["seq"] as? NSNumber)?.int64Value == 1)
+            #expect((json[5]["data"] as? [String: Any])?["userId"] as? String == bob.id.lowercased)
+            #expect((json[6]["data"] as? [String: Any])?["userId"] as? String == alice.id.lowercased, "the owner left")
+            #expect((json[7]["data"] as? [String: Any])?["userId"] as? String == bob.id.lowercased, "the admin succeeds as owner")
+            #expect((json[7]["data"] as? [String: Any])?["role"] as? String == "owner")
+            #expect(json[8]["conversationId"] as? String == team.id.lowercased)
+            #expect(events[9].key == direct.id.lowercased)
+            #expect(json.allSatisfy { $0["node"] as? String == "node-a" })
         }
     }
 }

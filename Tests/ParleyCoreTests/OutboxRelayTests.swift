@@ -29,6 +29,20 @@ private final class MemoryOutbox: OutboxStore {
     }
 
     var count: Int { records.withLock { $0.count } }
+    var outboxNode: String? { "test" }
+
+    func appendEvents(_ events: [StreamEvent]) async throws {
+        for event in events {
+            let envelope = try event.envelope()
+            records.withLock { records in
+                let position = next.withLock { position in
+                    defer { position += 1 }
+                    return position
+                }
+                records.append(OutboxRecord(position: position, eventID: event.id, topic: event.topic, key: event.key, type: event.type, envelope: envelope))
+            }
+        }
+    }
 
     func pendingEvents(limit: Int) async throws -> [OutboxRecord] { records.withLock { Array($0.prefix(limit)) } }
 
