@@ -82,6 +82,17 @@ public enum KafkaStreamFactory {
     }
 }
 
+/// Builds the service that runs one consumer in its consumer group (`<prefix><name>`).
+public enum KafkaConsumerFactory {
+    public static func make(_ configuration: KafkaConfiguration, consumer: any EventConsumer, logger: Logger) throws -> any Service {
+        #if Kafka
+            return try KafkaConsumerRunner(configuration: configuration, consumer: consumer, logger: logger)
+        #else
+            throw KafkaError("Kafka consumers need a build with Kafka support: " + KafkaConfiguration.rebuildHint, isRetryable: false)
+        #endif
+    }
+}
+
 /// The stream when Kafka could not be configured: every publish fails with that error, so events
 /// stay in the outbox and `/ready` reports the stream degraded.
 struct UnavailableStream: EventStream {

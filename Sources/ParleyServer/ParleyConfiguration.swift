@@ -102,6 +102,7 @@ public struct ParleyConfiguration: Sendable {
     /// outbox and relayed to the `parley.*` topics.
     public var kafka: KafkaConfiguration?
     public var outbox = Outbox()
+    public var consumers = Consumers()
     /// This node's name in logs and readiness output.
     public var nodeID = ProcessInfo.processInfo.hostName
     public var port = 8080
@@ -145,8 +146,52 @@ public struct ParleyConfiguration: Sendable {
         public var maxPending: Int? = 1_000_000
     }
 
+    /// The event consumers (webhooks, notify) and their settings.
+    public struct Consumers: Sendable {
+        /// `PARLEY_CONSUMERS` / `--consumers`: the consumers `serve` runs in-process. Nil picks
+        /// the default: `webhooks` when endpoints are configured and there is no Kafka (with Kafka,
+        /// consumers usually run as `parley consume <name>`).
+        public var inProcess: [ConsumerName]?
+        /// `PARLEY_WEBHOOKS`: a JSON array of `{"url", "secret", "events"?, "concurrency"?}`.
+        public var webhooks: [WebhookEndpoint] = []
+        /// `PARLEY_WEBHOOK_MAX_ATTEMPTS`, `PARLEY_WEBHOOK_RETRY_MS`, `PARLEY_WEBHOOK_TIMEOUT_MS`.
+        public var webhookMaxAttempts = 8
+        public var webhookRetryMilliseconds = 1000
+        public var webhookTimeoutMilliseconds = 10_000
+        /// `PARLEY_NOTIFY_PREVIEW_CHARS`: characters of the body in a notification (0: none).
+        public var notifyPreviewCharacters = 140
+        /// `PARLEY_DEADLETTER_FILE`: where dead letters go without Kafka (JSON lines); default
+        /// `deadletter.jsonl` in the data directory.
+        public var deadLetterPath: String?
+
+        /// The consumers `serve` runs, given whether Kafka is configured.
+        public func running(withKafka: Bool) -> [ConsumerName] {
+            inProcess ?? (!withKafka && !webhooks.isEmpty ? [.webhooks] : [])
+        }
+    }
+
+    public enum ConsumerName: String, Sendable, CaseIterable {
+        case webhooks, notify
+
+        public static func parseList(_ text: String, setting: String) throws -> [ConsumerName] {
+            try text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map { name in
+                guard let consumer = ConsumerName(rawValue: name) else {
+                    throw ConfigurationError("\(setting): unknown consumer \"\(name)\" (known: webhooks, notify)")
+                }
+                return consumer
+            }
+        }
+    }
+
+    /// Whether the store writes an outbox: with Kafka, or with consumers running in-process.
+    public var writesOutbox: Bool { kafka != nil || !consumers.running(withKafka: kafka != nil).isEmpty }
+
     /// Whether other nodes may share this node's users: then tokens must verify on every node.
     public var isClustered: Bool { store != .sqlite || redisURL != nil }
+
+    public var deadLetterPath: String {
+        consumers.deadLetterPath ?? (dataDirectory as NSString).appendingPathComponent("deadletter.jsonl")
+    }
 
     public var databasePath: String { (dataDirectory as NSString).appendingPathComponent("parley.sqlite") }
 
@@ -184,6 +229,19 @@ public struct ParleyConfiguration: Sendable {
             guard v >= 0 else { throw ConfigurationError("PARLEY_OUTBOX_MAX_EVENTS must be 0 (no bound) or more, got \(v)") }
             outbox.maxPending = v == 0 ? nil : v
         }
+        if let v = value("CONSUMERS") { consumers.inProcess = try ConsumerName.parseList(v, setting: "PARLEY_CONSUMERS") }
+        if let v = value("WEBHOOKS") {
+            do {
+                consumers.webhooks = try WebhookEndpoint.parse(v)
+            } catch let error as ParleyError {
+                throw ConfigurationError(error.message)
+            }
+        }
+        if let v = try int("WEBHOOK_MAX_ATTEMPTS") { consumers.webhookMaxAttempts = v }
+        if let v = try int("WEBHOOK_RETRY_MS") { consumers.webhookRetryMilliseconds = v }
+        if let v = try int("WEBHOOK_TIMEOUT_MS") { consumers.webhookTimeoutMilliseconds = v }
+        if let v = try int("NOTIFY_PREVIEW_CHARS") { consumers.notifyPreviewCharacters = v }
+        if let v = value("DEADLETTER_FILE") { consumers.deadLetterPath = v }
         if let v = try int("PORT") { port = v }
         if let v = value("DATA_DIR") { dataDirectory = v }
         if let v = value("SQLITE_SYNCHRONOUS") {
@@ -234,6 +292,14 @@ public struct ParleyConfiguration: Sendable {
         if let redisURL, !redisURL.hasPrefix("redis://") { throw ConfigurationError("the Redis URL must start with redis://") }
         if isClustered && jwtSecret == nil {
             throw ConfigurationError("cluster mode (PostgreSQL or Redis) needs a JWT secret shared by every node: set PARLEY_JWT_SECRET")
+        }
+        guard (1...100).contains(consumers.webhookMaxAttempts), consumers.webhookRetryMilliseconds >= 1,
+            consumers.webhookTimeoutMilliseconds >= 1, consumers.notifyPreviewCharacters >= 0
+        else {
+            throw ConfigurationError("webhooks: max attempts 1–100, retry and timeout ≥ 1 ms; notify preview chars ≥ 0")
+        }
+        if consumers.running(withKafka: kafka != nil).contains(.webhooks) && consumers.webhooks.isEmpty {
+            throw ConfigurationError("the webhooks consumer needs endpoints: set PARLEY_WEBHOOKS")
         }
         guard (4...31).contains(bcryptCost) else { throw ConfigurationError("bcrypt cost must be 4–31") }
         if let jwtSecret, jwtSecret.utf8.count < 32 {

@@ -10,7 +10,7 @@ struct Parley: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley",
         abstract: "A horizontally scalable real-time chat server.",
-        subcommands: [Serve.self, Seed.self],
+        subcommands: [Serve.self, Seed.self, Consume.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -43,6 +43,12 @@ struct Serve: AsyncParsableCommand {
         name: .customLong("kafka-brokers"),
         help: "Kafka brokers host:port[,host:port…] for the event stream (PARLEY_KAFKA_BROKERS); needs a build with --traits Kafka.")
     var kafkaBrokers: String?
+    @Option(
+        name: .customLong("consumers"),
+        help:
+            "Event consumers to run inside this node: webhooks,notify (PARLEY_CONSUMERS). Default: webhooks when PARLEY_WEBHOOKS is set and Kafka is not."
+    )
+    var consumers: String?
     @Option(name: .customLong("node-id"), help: "This node's name in logs and /ready (PARLEY_NODE_ID). Default: the host name.")
     var nodeID: String?
     @Flag(name: .customLong("secure-cookies"), help: "Mark cookies Secure (behind TLS) (PARLEY_SECURE_COOKIES).") var secureCookies = false
@@ -84,6 +90,13 @@ struct Serve: AsyncParsableCommand {
             config.kafka = kafka
         }
         if let nodeID { config.nodeID = nodeID }
+        if let consumers {
+            do {
+                config.consumers.inProcess = try ParleyConfiguration.ConsumerName.parseList(consumers, setting: "--consumers")
+            } catch {
+                throw ValidationError("\(error)")
+            }
+        }
         if secureCookies { config.secureCookies = true }
         if trustProxy { config.trustProxyHeaders = true }
         do {

@@ -68,7 +68,7 @@ struct Seed: AsyncParsableCommand {
         }
         // Only the store: seeding needs no bus, presence or rate limits.
         config.redisURL = nil
-        let adapters = try Adapters.make(configuration: config, logger: logger)
+        let adapters = try Adapters.make(configuration: config, relay: false, logger: logger)
         let summary = try await adapters.withRunning { [self, config, logger] in
             try await seed(into: adapters.store, config: config, logger: logger)
         }

@@ -39,7 +39,8 @@ private final class MemoryOutbox: OutboxStore {
                     defer { position += 1 }
                     return position
                 }
-                records.append(OutboxRecord(position: position, eventID: event.id, topic: event.topic, key: event.key, type: event.type, envelope: envelope))
+                records.append(
+                    OutboxRecord(position: position, eventID: event.id, topic: event.topic, key: event.key, type: event.type, envelope: envelope))
             }
         }
     }
