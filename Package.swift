@@ -98,6 +98,7 @@ let package = Package(
                 "ParleyCore",
                 .target(name: "CRdKafka", condition: .when(traits: ["Kafka"])),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings

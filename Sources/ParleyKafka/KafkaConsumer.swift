@@ -225,7 +225,9 @@
             }
             let closed = rd_kafka_consumer_close(handle)
             if closed != RD_KAFKA_RESP_ERR_NO_ERROR {
-                logger.warning("Kafka consumer did not leave its group cleanly", metadata: ["parley.kafka_error": "\(String(cString: rd_kafka_err2str(closed)))"])
+                logger.warning(
+                    "Kafka consumer did not leave its group cleanly", metadata: ["parley.kafka_error": "\(String(cString: rd_kafka_err2str(closed)))"]
+                )
             }
             rd_kafka_destroy(handle)
             destroyed.store(true, ordering: .releasing)
@@ -252,7 +254,9 @@
                 do {
                     try await consumer.handle(pending.event)
                     if failures > 0 {
-                        logger.info("Kafka consumer handled the event it was retrying", metadata: worker.metadata(pending, ["parley.failures": "\(failures)"]))
+                        logger.info(
+                            "Kafka consumer handled the event it was retrying", metadata: worker.metadata(pending, ["parley.failures": "\(failures)"])
+                        )
                     }
                     return true
                 } catch {
@@ -342,7 +346,9 @@
                 let fields = message.pointee
                 guard fields.err == RD_KAFKA_RESP_ERR_NO_ERROR else {
                     if fields.err != RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                        warnOnce("Kafka consumer error", rd_kafka_message_errstr(message).map { String(cString: $0) } ?? String(cString: rd_kafka_err2str(fields.err)))
+                        warnOnce(
+                            "Kafka consumer error",
+                            rd_kafka_message_errstr(message).map { String(cString: $0) } ?? String(cString: rd_kafka_err2str(fields.err)))
                     }
                     return
                 }
@@ -396,7 +402,9 @@
 
             /// The rebalance callback (on the poll thread, or the closing one): assigns or revokes,
             /// eagerly or incrementally as the group's protocol says, starting and stopping workers.
-            func rebalance(_ client: OpaquePointer, _ error: rd_kafka_resp_err_t, _ partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) {
+            func rebalance(
+                _ client: OpaquePointer, _ error: rd_kafka_resp_err_t, _ partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
+            ) {
                 let cooperative = rd_kafka_rebalance_protocol(client).map { String(cString: $0) } == "COOPERATIVE"
                 let keys = partitions.map(Self.keys) ?? []
                 let described = keys.map { "\($0.topic)[\($0.partition)]" }.joined(separator: ",")
@@ -410,7 +418,9 @@
                         failure = code == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : String(cString: rd_kafka_err2str(code))
                     }
                     if let failure {
-                        logger.error("Kafka partition assignment failed", metadata: ["parley.kafka_partitions": "\(described)", "parley.kafka_error": "\(failure)"])
+                        logger.error(
+                            "Kafka partition assignment failed",
+                            metadata: ["parley.kafka_partitions": "\(described)", "parley.kafka_error": "\(failure)"])
                         return
                     }
                     start(keys, client)
@@ -430,7 +440,9 @@
                     if let failure { metadata["parley.kafka_error"] = "\(failure)" }
                     logger.info("Kafka partitions revoked", metadata: metadata)
                 default:
-                    logger.warning("Kafka rebalance failed; dropping the assignment", metadata: ["parley.kafka_error": "\(String(cString: rd_kafka_err2str(error)))"])
+                    logger.warning(
+                        "Kafka rebalance failed; dropping the assignment",
+                        metadata: ["parley.kafka_error": "\(String(cString: rd_kafka_err2str(error)))"])
                     stop(nil, client)
                     rd_kafka_assign(client, nil)
                 }
@@ -442,7 +454,9 @@
                 var started: [PartitionWorker] = []
                 for key in keys {
                     guard key.topic.hasPrefix(topicPrefix), let topic = StreamTopic(rawValue: String(key.topic.dropFirst(topicPrefix.count))) else {
-                        logger.warning("Kafka consumer was assigned a partition of an unknown topic; ignoring it", metadata: ["parley.kafka_topic": "\(key.topic)"])
+                        logger.warning(
+                            "Kafka consumer was assigned a partition of an unknown topic; ignoring it",
+                            metadata: ["parley.kafka_topic": "\(key.topic)"])
                         continue
                     }
                     let predecessor = retiring.withLock { $0[key] }
