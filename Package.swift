@@ -151,6 +151,10 @@ let package = Package(
         .executableTarget(
             name: "parley-bench",
             dependencies: [
+                "ParleyCore",
+                "ParleySQLite",
+                "ParleyKafka",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -60,6 +60,8 @@ public final class OutboxRelay: Service, Sendable {
     private let pending = Gauge(label: "parley_outbox_pending")
     private let oldestAge = Gauge(label: "parley_outbox_oldest_age_seconds")
     private let dropped = Counter(label: "parley_outbox_dropped_total")
+    /// From an event's commit to the stream's acknowledgement.
+    private let lag = Timer(label: "parley_outbox_lag_seconds")
 
     public init(outbox: any OutboxStore, stream: any EventStream, configuration: Configuration = .init(), logger: Logger) {
         self.outbox = outbox
@@ -152,6 +154,10 @@ public final class OutboxRelay: Service, Sendable {
             updateBacklog(count: backlog.count, oldest: backlog.oldest)
         }
         try await stream.publish(events)
+        let now = Date.now
+        for case let createdAt? in events.lazy.map(\.createdAt) {
+            lag.recordNanoseconds(Int64(max(0, now.timeIntervalSince(createdAt)) * 1e9))
+        }
         try await outbox.removeEvents(events.map(\.position))
         produced.increment(by: Int64(events.count))
         let recovered = state.withLock { state in

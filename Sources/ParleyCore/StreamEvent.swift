@@ -109,14 +109,17 @@ public struct OutboxRecord: Sendable, Equatable {
     public var key: String
     public var type: String
     public var envelope: [UInt8]
+    /// When it was written to the outbox (for the commit-to-stream lag), if the store knows.
+    public var createdAt: Date?
 
-    public init(position: Int64, eventID: UUID, topic: StreamTopic, key: String, type: String, envelope: [UInt8]) {
+    public init(position: Int64, eventID: UUID, topic: StreamTopic, key: String, type: String, envelope: [UInt8], createdAt: Date? = nil) {
         self.position = position
         self.eventID = eventID
         self.topic = topic
         self.key = key
         self.type = type
         self.envelope = envelope
+        self.createdAt = createdAt
     }
 }
 

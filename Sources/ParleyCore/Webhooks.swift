@@ -136,7 +136,8 @@ public struct WebhookConsumer: EventConsumer {
 
     private func deliver(_ event: ConsumedEvent, to endpoint: WebhookEndpoint, slot: AsyncSemaphore) async throws {
         var lastError = ""
-        for attempt in 1...max(1, configuration.maxAttempts) {
+        let attempts = max(1, configuration.maxAttempts)
+        for attempt in 1...attempts {
             if attempt > 1 { try await Task.sleep(for: backoff(attempt: attempt - 1)) }
             do {
                 let status = try await slot.withPermit { try await post(event, to: endpoint) }
@@ -158,7 +159,20 @@ public struct WebhookConsumer: EventConsumer {
         logger.warning(
             "webhook delivery gave up; the event goes to the dead-letter topic",
             metadata: ["parley.endpoint": "\(endpoint.name)", "parley.event_type": "\(event.type)", "parley.error": "\(lastError)"])
-        try await deadLetter(event, endpoint: endpoint, error: lastError)
+        // Retried here rather than by the runner, which would deliver the event to every endpoint again.
+        var backoff = configuration.baseBackoff
+        while true {
+            do {
+                try await deadLetter(event, endpoint: endpoint, attempts: attempts, error: lastError)
+                break
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                logger.warning("could not write a dead letter; retrying", metadata: ["parley.error": "\(error)"])
+                try await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, configuration.maxBackoff)
+            }
+        }
         deadLettered.increment()
     }
 
@@ -181,7 +195,7 @@ public struct WebhookConsumer: EventConsumer {
 
     /// `webhook.failed` in the dead-letter topic: `{"endpoint", "attempts", "lastError", "event"}`
     /// with the original envelope as `event`, keyed like the original.
-    private func deadLetter(_ event: ConsumedEvent, endpoint: WebhookEndpoint, error: String) async throws {
+    private func deadLetter(_ event: ConsumedEvent, endpoint: WebhookEndpoint, attempts: Int, error: String) async throws {
         struct Head: Decodable {
             var conversationId: UUID?
             var seq: Int64?
@@ -192,7 +206,7 @@ public struct WebhookConsumer: EventConsumer {
             var attempts: Int
             var lastError: String
         }
-        var data = Array(try WireJSON.encoder.encode(Data_(endpoint: endpoint.name, attempts: configuration.maxAttempts, lastError: error)))
+        var data = Array(try WireJSON.encoder.encode(Data_(endpoint: endpoint.name, attempts: attempts, lastError: error)))
         data.removeLast()
         data += Array(#","event":"#.utf8) + event.envelope + [UInt8(ascii: "}")]
         try await deadLetters.appendEvents([

@@ -63,14 +63,17 @@ extension PostgresChatStore {
             let shards = try await leasedShards()
             guard !shards.isEmpty else { return [] }
             var records: [OutboxRecord] = []
-            for try await (position, eventID, topic, key, type, envelope) in try await client.run(
+            for try await (position, eventID, topic, key, type, envelope, createdAt) in try await client.run(
                 """
-                SELECT position, event_id, topic, key, type, envelope FROM outbox WHERE shard = ANY(\(shards))
+                SELECT position, event_id, topic, key, type, envelope, created_at FROM outbox WHERE shard = ANY(\(shards))
                 ORDER BY position LIMIT \(limit)
                 """
-            ).decode((Int64, UUID, String, String, String, String).self) {
+            ).decode((Int64, UUID, String, String, String, String, Int64).self) {
                 guard let topic = StreamTopic(rawValue: topic) else { throw ParleyError.internal(detail: "unreadable outbox row \(position)") }
-                records.append(OutboxRecord(position: position, eventID: eventID, topic: topic, key: key, type: type, envelope: Array(envelope.utf8)))
+                records.append(
+                    OutboxRecord(
+                        position: position, eventID: eventID, topic: topic, key: key, type: type, envelope: Array(envelope.utf8),
+                        createdAt: Self.date(createdAt)))
             }
             return records
         }

@@ -524,7 +524,7 @@ public final class SQLiteChatStore: ChatStore {
     public func pendingEvents(limit: Int) async throws -> [OutboxRecord] {
         try await pool.read { db in
             try Row.fetchAll(
-                db.cachedStatement(sql: "SELECT position, event_id, topic, key, type, envelope FROM outbox ORDER BY position LIMIT ?"),
+                db.cachedStatement(sql: "SELECT position, event_id, topic, key, type, envelope, created_at FROM outbox ORDER BY position LIMIT ?"),
                 arguments: [limit]
             ).map { row in
                 guard let eventID = UUID(uuidString: row["event_id"]), let topic = StreamTopic(rawValue: row["topic"]) else {
@@ -532,7 +532,7 @@ public final class SQLiteChatStore: ChatStore {
                 }
                 return OutboxRecord(
                     position: row["position"], eventID: eventID, topic: topic, key: row["key"], type: row["type"],
-                    envelope: Array(row["envelope"] as Data))
+                    envelope: Array(row["envelope"] as Data), createdAt: Self.date(row["created_at"]))
             }
         }
     }

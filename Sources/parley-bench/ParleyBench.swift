@@ -6,7 +6,7 @@ struct ParleyBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley-bench",
         abstract: "Load generator for Parley: open-loop message load, latency from the scheduled send time, loss and order checks.",
-        subcommands: [Direct.self, GroupLoad.self, Connect.self, History.self, Relay.self]
+        subcommands: [Direct.self, GroupLoad.self, Connect.self, History.self, Relay.self, OutboxBench.self]
     )
 }
 

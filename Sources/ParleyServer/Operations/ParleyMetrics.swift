@@ -6,7 +6,11 @@ import Prometheus
 public enum ParleyMetrics {
     public static let registry: PrometheusCollectorRegistry = {
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Commit-to-Kafka lag: fine buckets around the 100 ms that matters.
+        factory.durationHistogramBuckets["parley_outbox_lag_seconds"] = [1, 2, 5, 10, 20, 50, 75, 100, 150, 250, 500, 1000, 5000, 30_000]
+            .map { Duration.milliseconds($0) }
+        MetricsSystem.bootstrap(factory)
         return registry
     }()
 }
