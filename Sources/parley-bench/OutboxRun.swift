@@ -52,7 +52,8 @@ struct OutboxBench: AsyncParsableCommand {
                 let chunk = try (written..<min(events, written + 5_000)).map { index in
                     try StreamEvent.messageCreated(
                         Message(
-                            id: .v7(), conversationID: conversationIDs[index % conversations], seq: Int64(index / conversations + 1), senderID: sender,
+                            id: .v7(), conversationID: conversationIDs[index % conversations], seq: Int64(index / conversations + 1),
+                            senderID: sender,
                             body: body, clientMsgID: "c\(index)", createdAt: .now), node: "bench")
                 }
                 try await store.appendEvents(chunk)
