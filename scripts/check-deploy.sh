@@ -15,6 +15,8 @@ assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,contro
 for node in ("parley1", "parley2"):
     env = services[node]["environment"]
     assert env["PARLEY_STORE"].startswith("postgres://") and env["PARLEY_REDIS"].startswith("redis://"), node
+for consumer in ("notify", "webhooks"):
+    assert services[consumer]["entrypoint"][-2:] == ["consume", consumer], f"{consumer} must run parley consume {consumer}"
 print("deploy: docker-compose.yml parses; services:", ", ".join(sorted(services)))
 PY
 
