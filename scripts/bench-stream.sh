@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The event stream's benchmarks (docs/benchmarks.md, "Event stream"): T1 with the stream off and on,
+# the outbox lag (commit → broker ack) under load, and the relay alone. Release build, embedded
+# SQLite, the mock Kafka cluster (scripts/kafka-mock.sh) on the same machine. Prints one line per
+# run and the medians.
+#
+#   scripts/bench-stream.sh t1 [rates…]        # default rates: 1500 2000 2500 3000; 3 runs each, off and on
+#   scripts/bench-stream.sh lag [rate]          # default 5000: outbox lag with the stream on, 3 runs
+#   scripts/bench-stream.sh relay [events]      # default 200000: parley-bench outbox, 3 runs
+#
+# PARLEY_BENCH_RUNS (3), PARLEY_BENCH_DURATION (20 s measured after 3 s of warm-up).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=.build/release
+runs=${PARLEY_BENCH_RUNS:-3}
+duration=${PARLEY_BENCH_DURATION:-20}
+work=/tmp/parley-bench-stream
+port=18480
+mode=${1:-t1}
+shift || true
+
+[ -x $B/parley ] && [ -x $B/parley-bench ] || { echo "bench-stream: build first: swift build -c release --traits Kafka" >&2; exit 1; }
+mkdir -p $work
+eval "$(scripts/kafka-mock.sh start)"
+brokers=$PARLEY_TEST_KAFKA_BROKERS
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+seed() {
+  [ -f $work/seed.json ] && return
+  rm -rf $work/seeded
+  $B/parley seed --data-dir $work/seeded --users 200 --layout direct --out $work/seed.json >/dev/null
+}
+
+# One T1 run: a fresh copy of the seeded data directory, a node (stream on or off), 100 pairs at
+# `rate` msgs/s. Prints "p99_ms cpu_us lost lag_le_100ms_fraction lag_p99_bucket_ms".
+run_t1() {
+  local stream=$1 rate=$2
+  rm -rf $work/data && cp -r $work/seeded $work/data
+  local env=(PARLEY_RATE_LIMITS=false PARLEY_PORT=$port PARLEY_DATA_DIR=$work/data PARLEY_LOG_LEVEL=warning)
+  if [ "$stream" = on ]; then env+=(PARLEY_KAFKA_BROKERS=$brokers PARLEY_KAFKA_TOPIC_PREFIX="bench$RANDOM.")); fi
+  env "${env[@]}" $B/parley serve >$work/server.log 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do curl -fs localhost:$port/ready >/dev/null && break; sleep 0.1; done
+  $B/parley-bench direct --url ws://127.0.0.1:$port/api/v1/ws --seed $work/seed.json --pairs 100 --rate "$rate" \
+    --duration "$duration" --warmup 3 --server-pid $pid --json $work/report.json >/dev/null
+  local lag="- -"
+  if [ "$stream" = on ]; then
+    # Let the relay catch up with the last sends, then read the lag histogram.
+    for _ in $(seq 50); do
+      [ "$(curl -fs localhost:$port/metrics | awk '/^parley_outbox_pending / {print $2}')" = 0 ] && break
+      sleep 0.2
+    done
+    lag=$(curl -fs localhost:$port/metrics | python3 -c '
+import re, sys
+buckets = {}
+for line in sys.stdin:
+    m = re.match(r"parley_outbox_lag_seconds_bucket\{le=\"([^\"]+)\"\} (\S+)", line)
+    if m: buckets[float("inf") if m[1] == "+Inf" else float(m[1])] = float(m[2])
+total = buckets.get(float("inf"), 0)
+if not total: print("- -"); sys.exit()
+p99 = next(le for le in sorted(buckets) if buckets[le] >= 0.99 * total)
+print(f"{buckets.get(0.1, 0) / total:.4f} {p99 * 1000:g}")')
+  fi
+  kill -TERM $pid; wait $pid || true
+  python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{r[\"endToEnd\"][\"p99\"]:.1f} {r[\"server\"][\"cpuMicrosPerMessage\"]:.0f} {r[\"counts\"][\"lost\"]}", sys.argv[2])' $work/report.json "$lag"
+}
+
+case $mode in
+  t1)
+    seed
+    rates=("$@"); [ ${#rates[@]} -gt 0 ] || rates=(1500 2000 2500 3000)
+    for rate in "${rates[@]}"; do
+      for stream in off on; do
+        : >$work/results
+        for r in $(seq "$runs"); do
+          line=$(run_t1 $stream "$rate")
+          echo "T1 rate $rate stream $stream run $r: p99 e2e / CPU µs per msg / lost / lag ≤ 100 ms / lag p99 bucket: $line"
+          echo "$line" >>$work/results
+        done
+        echo "T1 rate $rate stream $stream MEDIAN: p99 $(cut -d' ' -f1 $work/results | median) ms, CPU $(cut -d' ' -f2 $work/results | median) µs/msg"
+      done
+    done
+    ;;
+  lag)
+    seed
+    rate=${1:-5000}
+    : >$work/results
+    for r in $(seq "$runs"); do
+      line=$(run_t1 on "$rate")
+      echo "lag rate $rate run $r: p99 e2e / CPU µs per msg / lost / lag ≤ 100 ms / lag p99 bucket: $line"
+      echo "$line" >>$work/results
+    done
+    echo "lag rate $rate MEDIAN: fraction ≤ 100 ms $(cut -d' ' -f4 $work/results | median), p99 bucket $(cut -d' ' -f5 $work/results | median) ms"
+    ;;
+  relay)
+    events=${1:-200000}
+    : >$work/results
+    for r in $(seq "$runs"); do
+      out=$($B/parley-bench outbox --kafka-brokers "$brokers" --events "$events" | tail -1)
+      echo "relay run $r: $out"
+      echo "$out" | awk '{print $7}' >>$work/results
+    done
+    echo "relay MEDIAN: $(median <$work/results) events/s"
+    ;;
+  *) echo "usage: scripts/bench-stream.sh t1|lag|relay [args]" >&2; exit 2 ;;
+esac
