@@ -367,14 +367,23 @@ public final class PostgresChatStore: ChatStore {
 
     public func updateGroup(id: UUID, name: String?, passcodeHash: String??, now: Date) async throws -> Conversation? {
         try await transaction { db in
+            var changed = false
             if let name {
-                try await db.execute("UPDATE conversations SET name = \(name) WHERE id = \(id)")
+                changed =
+                    try await db.first(
+                        "UPDATE conversations SET name = \(name) WHERE id = \(id) AND name IS DISTINCT FROM \(name) RETURNING 1", as: Int32.self) != nil
             }
             if let passcodeHash {
-                try await db.execute("UPDATE conversations SET passcode_hash = \(passcodeHash) WHERE id = \(id)")
+                let passcodeChanged =
+                    try await db.first(
+                        """
+                        UPDATE conversations SET passcode_hash = \(passcodeHash)
+                        WHERE id = \(id) AND passcode_hash IS DISTINCT FROM \(passcodeHash) RETURNING 1
+                        """, as: Int32.self) != nil
+                changed = changed || passcodeChanged
             }
             let updated = try await db.conversations(ids: [id]).first
-            if let updated, name != nil || passcodeHash != nil {
+            if let updated, changed {
                 try await emit(db) { try .conversationUpdated(updated, at: now, node: $0) }
             }
             return updated

@@ -308,16 +308,20 @@ public final class SQLiteChatStore: ChatStore {
 
     public func updateGroup(id: UUID, name: String?, passcodeHash: String??, now: Date) async throws -> Conversation? {
         try await pool.write { db in
+            var changed = false
             if let name {
-                try db.cachedStatement(sql: "UPDATE conversations SET name = ? WHERE id = ?").execute(arguments: [name, id.lowercased])
+                try db.cachedStatement(sql: "UPDATE conversations SET name = ?1 WHERE id = ?2 AND name IS NOT ?1").execute(arguments: [
+                    name, id.lowercased,
+                ])
+                changed = changed || db.changesCount > 0
             }
             if let passcodeHash {
-                try db.cachedStatement(sql: "UPDATE conversations SET passcode_hash = ? WHERE id = ?").execute(arguments: [
-                    passcodeHash, id.lowercased,
-                ])
+                try db.cachedStatement(sql: "UPDATE conversations SET passcode_hash = ?1 WHERE id = ?2 AND passcode_hash IS NOT ?1").execute(
+                    arguments: [passcodeHash, id.lowercased])
+                changed = changed || db.changesCount > 0
             }
             let updated = try Self.conversation(db, id: id.lowercased)
-            if let updated, name != nil || passcodeHash != nil {
+            if let updated, changed {
                 try self.emit(db) { try .conversationUpdated(updated, at: now, node: $0) }
             }
             return updated

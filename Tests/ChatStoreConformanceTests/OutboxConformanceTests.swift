@@ -174,6 +174,7 @@ struct OutboxConformanceTests {
             let carol = try await store.makeUser("carol")
             let team = try await store.makeGroup(owner: alice, members: [bob], name: "Team")
             _ = try await store.updateGroup(id: team.id, name: "Renamed", passcodeHash: nil, now: .now)
+            _ = try await store.updateGroup(id: team.id, name: "Renamed", passcodeHash: .some(nil), now: .now)
             #expect(try await store.addMembers(conversationID: team.id, userIDs: [carol.id, bob.id], role: .member, now: .now) == [carol.id])
             try await store.setRole(conversationID: team.id, userID: bob.id, role: .admin)
             try await store.setRole(conversationID: team.id, userID: bob.id, role: .admin)
