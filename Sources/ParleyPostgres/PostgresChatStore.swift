@@ -371,7 +371,8 @@ public final class PostgresChatStore: ChatStore {
             if let name {
                 changed =
                     try await db.first(
-                        "UPDATE conversations SET name = \(name) WHERE id = \(id) AND name IS DISTINCT FROM \(name) RETURNING 1", as: Int32.self) != nil
+                        "UPDATE conversations SET name = \(name) WHERE id = \(id) AND name IS DISTINCT FROM \(name) RETURNING 1", as: Int32.self)
+                    != nil
             }
             if let passcodeHash {
                 let passcodeChanged =
