@@ -38,7 +38,7 @@ run_t1() {
   local stream=$1 rate=$2
   rm -rf $work/data && cp -r $work/seeded $work/data
   local env=(PARLEY_RATE_LIMITS=false PARLEY_PORT=$port PARLEY_DATA_DIR=$work/data PARLEY_LOG_LEVEL=warning)
-  if [ "$stream" = on ]; then env+=(PARLEY_KAFKA_BROKERS=$brokers PARLEY_KAFKA_TOPIC_PREFIX="bench$RANDOM.")); fi
+  if [ "$stream" = on ]; then env+=(PARLEY_KAFKA_BROKERS=$brokers PARLEY_KAFKA_TOPIC_PREFIX="bench$RANDOM."); fi
   env "${env[@]}" $B/parley serve >$work/server.log 2>&1 &
   local pid=$!
   for _ in $(seq 100); do curl -fs localhost:$port/ready >/dev/null && break; sleep 0.1; done

@@ -36,6 +36,9 @@ public final class OutboxRelay: Service, Sendable {
         /// dropped (counted in `parley_outbox_dropped_total` and logged): chat goes on, and the
         /// stream misses those events. Nil keeps everything.
         public var maxPending: Int? = 1_000_000
+        /// How often the backlog (the metrics and the bound) is measured while events flow: counting
+        /// a large outbox is not free, and a relay draining one runs many rounds a second.
+        public var backlogInterval: Duration = .seconds(1)
 
         public init() {}
     }
@@ -44,6 +47,7 @@ public final class OutboxRelay: Service, Sendable {
         var wake: CheckedContinuation<Void, Never>?
         var pendingWake = false
         var lastError: String?
+        var backlogMeasured: ContinuousClock.Instant?
     }
 
     private let outbox: any OutboxStore
@@ -139,7 +143,7 @@ public final class OutboxRelay: Service, Sendable {
             updateBacklog(count: 0, oldest: nil)
             return 0
         }
-        if events.count == configuration.batchSize || degradedReason != nil {
+        if events.count == configuration.batchSize || degradedReason != nil, backlogDue() {
             // A backlog: show it before a publish that may wait for the brokers.
             var backlog = try await outbox.outboxBacklog()
             if let maxPending = configuration.maxPending, backlog.count > maxPending {
@@ -165,9 +169,22 @@ public final class OutboxRelay: Service, Sendable {
             return state.lastError != nil
         }
         if recovered { logger.info("event stream available again; outbox draining") }
-        let backlog = try await outbox.outboxBacklog()
-        updateBacklog(count: backlog.count, oldest: backlog.oldest)
+        if backlogDue() {
+            let backlog = try await outbox.outboxBacklog()
+            updateBacklog(count: backlog.count, oldest: backlog.oldest)
+        }
         return events.count
+    }
+
+    /// Whether the backlog should be measured now (at most once per `backlogInterval`); when it
+    /// is, the next measurement is due an interval later.
+    private func backlogDue() -> Bool {
+        let now = ContinuousClock.now
+        return state.withLock { state in
+            if let last = state.backlogMeasured, now - last < configuration.backlogInterval { return false }
+            state.backlogMeasured = now
+            return true
+        }
     }
 
     private func updateBacklog(count: Int, oldest: Date?) {

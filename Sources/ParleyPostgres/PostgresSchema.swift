@@ -130,6 +130,8 @@ enum PostgresSchema {
                 "INSERT INTO outbox_leases (shard) SELECT generate_series(0, \(StreamEvent.shardCount - 1))",
                 // The relays alive (their last renewal), for sharing the shards out fairly.
                 "CREATE TABLE outbox_relays (node text PRIMARY KEY, seen_at timestamptz NOT NULL)",
+                // The backlog's oldest event without a scan.
+                "CREATE INDEX outbox_created_at ON outbox (created_at)",
             ]
         ),
     ]

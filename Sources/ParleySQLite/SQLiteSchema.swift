@@ -92,6 +92,11 @@ enum SQLiteSchema {
                     """
             )
         }
+        migrator.registerMigration("v4_outbox_created_at") { db in
+            // The backlog's count and oldest event from a small index instead of a scan of every
+            // envelope.
+            try db.execute(sql: "CREATE INDEX outbox_created_at ON outbox (created_at)")
+        }
         return migrator
     }
 }

@@ -100,6 +100,7 @@ struct OutboxRelayTests {
     ) async throws {
         var configuration = OutboxRelay.Configuration()
         configuration.maxPending = maxPending
+        configuration.backlogInterval = .zero  // every round reports its backlog, which the tests await
         configuration.batchSize = 10
         configuration.minBackoff = .milliseconds(10)
         configuration.maxBackoff = .milliseconds(20)
