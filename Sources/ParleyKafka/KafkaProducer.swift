@@ -234,7 +234,7 @@
                                 field.u.ptr = opaque
                                 fields.append(field)
                                 fields += headers
-                                return rd_kafka_produceva(handle, fields, fields.count)
+                                return fields.withUnsafeBufferPointer { rd_kafka_produceva(handle, $0.baseAddress, $0.count) }
                             }
                         }
                     }
@@ -318,26 +318,28 @@
 
     /// Calls `body` with the headers as librdkafka fields, their C strings alive for the call.
     private func withHeaders<R>(_ headers: [(name: String, value: String)], _ body: ([rd_kafka_vu_t]) -> R) -> R {
-        var names: [UnsafeMutablePointer<CChar>] = []
-        var values: [UnsafeMutablePointer<CChar>] = []
-        defer {
-            names.forEach { free($0) }
-            values.forEach { free($0) }
-        }
         var fields: [rd_kafka_vu_t] = []
-        for header in headers {
-            let name = strdup(header.name)!
-            let value = strdup(header.value)!
-            names.append(name)
-            values.append(value)
-            var field = rd_kafka_vu_t()
-            field.vtype = RD_KAFKA_VTYPE_HEADER
-            field.u.header.name = UnsafePointer(name)
-            field.u.header.val = UnsafeRawPointer(value)
-            field.u.header.size = strlen(value)
-            fields.append(field)
+        fields.reserveCapacity(headers.count)
+        return withHeaderFields(headers[...], &fields, body)
+    }
+
+    /// Appends each header's field inside the `withCString` scopes that keep its strings alive
+    /// (no copies: a record usually has one header).
+    private func withHeaderFields<R>(
+        _ headers: ArraySlice<(name: String, value: String)>, _ fields: inout [rd_kafka_vu_t], _ body: ([rd_kafka_vu_t]) -> R
+    ) -> R {
+        guard let header = headers.first else { return body(fields) }
+        return header.name.withCString { name in
+            header.value.withCString { value in
+                var field = rd_kafka_vu_t()
+                field.vtype = RD_KAFKA_VTYPE_HEADER
+                field.u.header.name = name
+                field.u.header.val = UnsafeRawPointer(value)
+                field.u.header.size = header.value.utf8.count
+                fields.append(field)
+                return withHeaderFields(headers.dropFirst(), &fields, body)
+            }
         }
-        return body(fields)
     }
 #endif
 
@@ -346,11 +348,12 @@
     /// key, the envelope as the value and its type in the `parley-event-type` header.
     public struct KafkaEventStream: EventStream {
         private let producer: KafkaProducer
-        private let topicPrefix: String
+        /// Full topic names, built once.
+        private let topics: [StreamTopic: String]
 
         public init(producer: KafkaProducer, topicPrefix: String) {
             self.producer = producer
-            self.topicPrefix = topicPrefix
+            self.topics = Dictionary(uniqueKeysWithValues: StreamTopic.allCases.map { ($0, topicPrefix + $0.rawValue) })
         }
 
         public var problem: String? { producer.clientError }
@@ -359,7 +362,7 @@
             try await producer.produce(
                 events.map { event in
                     KafkaRecord(
-                        topic: topicPrefix + event.topic.rawValue, key: Array(event.key.utf8), value: event.envelope,
+                        topic: topics[event.topic]!, key: Array(event.key.utf8), value: event.envelope,
                         headers: [(name: "parley-event-type", value: event.type)])
                 })
         }

@@ -527,25 +527,43 @@ public final class SQLiteChatStore: ChatStore {
 
     public func pendingEvents(limit: Int) async throws -> [OutboxRecord] {
         try await pool.read { db in
-            try Row.fetchAll(
+            let rows = try Row.fetchCursor(
                 db.cachedStatement(sql: "SELECT position, event_id, topic, key, type, envelope, created_at FROM outbox ORDER BY position LIMIT ?"),
-                arguments: [limit]
-            ).map { row in
-                guard let eventID = UUID(uuidString: row["event_id"]), let topic = StreamTopic(rawValue: row["topic"]) else {
-                    throw ParleyError.internal(detail: "unreadable outbox row \(row["position"] as Int64)")
+                arguments: [limit])
+            var records: [OutboxRecord] = []
+            records.reserveCapacity(limit)
+            // Columns by index: the relay reads thousands of rows a second, and name lookups are
+            // case-insensitive string compares.
+            while let row = try rows.next() {
+                let position: Int64 = row[0]
+                let eventText: String = row[1]
+                guard let eventID = UUID(canonical: eventText), let topic = StreamTopic(rawValue: row[2]) else {
+                    throw ParleyError.internal(detail: "unreadable outbox row \(position)")
                 }
-                return OutboxRecord(
-                    position: row["position"], eventID: eventID, topic: topic, key: row["key"], type: row["type"],
-                    envelope: Array(row["envelope"] as Data), createdAt: Self.date(row["created_at"]))
+                let envelope: Data = row[5]
+                records.append(
+                    OutboxRecord(
+                        position: position, eventID: eventID, topic: topic, key: row[3], type: row[4], envelope: Array(envelope),
+                        createdAt: Self.date(row[6])))
             }
+            return records
         }
     }
 
     public func removeEvents(_ positions: [Int64]) async throws {
         guard !positions.isEmpty else { return }
-        try await pool.write { db in
-            let delete = try db.cachedStatement(sql: "DELETE FROM outbox WHERE position = ?")
-            for position in positions { try delete.execute(arguments: [position]) }
+        // One statement per run of consecutive positions (a relay's batch is usually one run).
+        var runs: [(Int64, Int64)] = []
+        for position in positions.sorted() {
+            if let last = runs.last, position == last.1 + 1 {
+                runs[runs.count - 1].1 = position
+            } else if runs.last?.1 != position {
+                runs.append((position, position))
+            }
+        }
+        try await pool.write { [runs] db in
+            let delete = try db.cachedStatement(sql: "DELETE FROM outbox WHERE position BETWEEN ? AND ?")
+            for (first, last) in runs { try delete.execute(arguments: [first, last]) }
         }
     }
 

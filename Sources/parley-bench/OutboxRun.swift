@@ -19,6 +19,7 @@ struct OutboxBench: AsyncParsableCommand {
     @Option(help: "Body bytes of each message.") var bodyBytes = 60
     @Option(help: "Events the relay reads and publishes per round.") var batch = 1_000
     @Option(name: .customLong("topic-prefix"), help: "Topic prefix; a fresh one per run by default.") var topicPrefix: String?
+    @Option(name: .customLong("property"), help: "A librdkafka property name=value for the producer; repeatable.") var properties: [String] = []
 
     func run() async throws {
         guard events > 0, conversations > 0, batch > 0 else { throw ValidationError("events, conversations and batch must be positive") }
@@ -31,7 +32,13 @@ struct OutboxBench: AsyncParsableCommand {
             configuration: .init(path: directory.appendingPathComponent("bench.sqlite").path, synchronousFull: false, outboxNode: "bench"),
             logger: logger)
         let prefix = topicPrefix ?? "bench\(UInt32.random(in: 0...UInt32.max))."
-        let made = try KafkaStreamFactory.make(KafkaConfiguration(brokers: kafkaBrokers, topicPrefix: prefix), logger: logger)
+        var kafka = KafkaConfiguration(brokers: kafkaBrokers, topicPrefix: prefix)
+        for property in properties {
+            let parts = property.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw ValidationError("--property takes name=value, got \(property)") }
+            kafka.properties[parts[0]] = parts[1]
+        }
+        let made = try KafkaStreamFactory.make(kafka, logger: logger)
         var relayConfiguration = OutboxRelay.Configuration()
         relayConfiguration.batchSize = batch
         relayConfiguration.maxPending = nil
@@ -60,13 +67,19 @@ struct OutboxBench: AsyncParsableCommand {
                 written += chunk.count
             }
 
-            // Warm the producer (metadata, topic creation) with one round before timing.
+            // Warm the producer up (broker connections, topic creation, metadata) before timing.
+            let warmUp = try StreamEvent.messageCreated(
+                Message(id: .v7(), conversationID: .v7(), seq: 1, senderID: sender, body: body, clientMsgID: nil, createdAt: .now), node: "bench")
+            try await made.stream.publish([
+                OutboxRecord(position: 0, eventID: warmUp.id, topic: .messages, key: warmUp.key, type: warmUp.type, envelope: try warmUp.envelope())
+            ])
             print("relaying to \(prefix)messages…")
             let cpuBefore = ProcessSampler.cpuSeconds(pid: getpid()) ?? 0
             let start = ContinuousClock.now
             relay.start()
             group.addTask { try await relay.run() }
-            while try await store.outboxBacklog().count > 0 {
+            // Done when the oldest event is gone (cheaper than counting what is left).
+            while try await !store.pendingEvents(limit: 1).isEmpty {
                 try await Task.sleep(for: .milliseconds(20))
             }
             let elapsed = ContinuousClock.now - start

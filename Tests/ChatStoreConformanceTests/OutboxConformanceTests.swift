@@ -71,7 +71,10 @@ struct OutboxConformanceTests {
             #expect(events.count == 5)
             #expect(try await store.pendingEvents(limit: 2).map(\.position) == Array(events.prefix(2).map(\.position)), "oldest first")
 
-            try await store.removeEvents(Array(events.prefix(3).map(\.position)))
+            // Not consecutive: the event between the two stays.
+            try await store.removeEvents([events[2].position, events[0].position])
+            #expect(try await store.pendingEvents(limit: 100).map(\.position) == [1, 3, 4].map { events[$0].position })
+            try await store.removeEvents([events[1].position])
             let left = try await store.pendingEvents(limit: 100)
             #expect(left.map(\.position) == Array(events.suffix(2).map(\.position)))
             let backlog = try await store.outboxBacklog()
