@@ -100,6 +100,8 @@ case $mode in
     events=${1:-200000}
     : >$work/results
     for r in $(seq "$runs"); do
+      # A fresh cluster per run: the mock keeps every record in memory.
+      scripts/kafka-mock.sh stop >/dev/null; eval "$(scripts/kafka-mock.sh start)"; brokers=$PARLEY_TEST_KAFKA_BROKERS
       out=$($B/parley-bench outbox --kafka-brokers "$brokers" --events "$events" | tail -1)
       echo "relay run $r: $out"
       echo "$out" | awk '{print $7}' >>$work/results

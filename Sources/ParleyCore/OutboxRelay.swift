@@ -13,6 +13,29 @@ public protocol EventStream: Sendable {
     /// What the stream's client reports as wrong with its connection (all brokers down, say), or
     /// nil. A publish in progress may just be waiting for it to clear.
     var problem: String? { get }
+    /// Starts publishing: hands the events over in order and returns what to await for their
+    /// acknowledgement, so that the relay can hand over the next batch meanwhile. Events handed
+    /// over later are written after these (per key), and if some of these fail, the later ones of
+    /// the same key fail too (Kafka's idempotent producer guarantees both). The default publishes
+    /// when awaited, one batch after the other.
+    func startPublishing(_ events: [OutboxRecord]) throws -> any PublishAcknowledgement
+}
+
+/// A batch handed to the stream, until the stream acknowledges it.
+public protocol PublishAcknowledgement: Sendable {
+    func wait() async throws
+}
+
+extension EventStream {
+    public func startPublishing(_ events: [OutboxRecord]) throws -> any PublishAcknowledgement {
+        PublishWhenAwaited(stream: self, events: events)
+    }
+}
+
+private struct PublishWhenAwaited: PublishAcknowledgement {
+    let stream: any EventStream
+    let events: [OutboxRecord]
+    func wait() async throws { try await stream.publish(events) }
 }
 
 /// Moves committed events from the store's outbox to the event stream: reads the oldest pending
@@ -27,6 +50,9 @@ public final class OutboxRelay: Service, Sendable {
     public struct Configuration: Sendable {
         /// Most events read and published at once.
         public var batchSize = 1_000
+        /// Batches handed to the stream before the oldest of them must be acknowledged (when the
+        /// stream can take several; see `EventStream.startPublishing`).
+        public var maxInFlight = 4
         /// How often the outbox is checked when nothing woke the relay.
         public var fallbackInterval: Duration = .seconds(1)
         /// Backoff after a failed publish: doubles from `minBackoff` up to `maxBackoff`.
@@ -116,9 +142,10 @@ public final class OutboxRelay: Service, Sendable {
         var backoff = configuration.minBackoff
         while !Task.isCancelled {
             do {
-                let moved = try await relayOnce()
+                // relayOnce drains until a read comes back short of a batch: then wait.
+                _ = try await relayOnce()
                 backoff = configuration.minBackoff
-                if moved < configuration.batchSize { await waitForEvents() }
+                await waitForEvents()
             } catch is CancellationError {
                 return
             } catch {
@@ -136,12 +163,67 @@ public final class OutboxRelay: Service, Sendable {
         }
     }
 
-    /// Publishes one batch of pending events and removes them; returns how many moved.
+    /// Publishes pending events and removes them, until a read finds fewer than a batch: up to
+    /// `maxInFlight` batches are handed to the stream before the oldest is awaited. Returns how
+    /// many moved.
     func relayOnce() async throws -> Int {
+        var window: [(events: [OutboxRecord], acknowledgement: any PublishAcknowledgement)] = []
+        var moved = 0
+        var failure: (any Error)?
+        do {
+            var events = try await firstBatch()
+            while !events.isEmpty {
+                window.append((events, try stream.startPublishing(events)))
+                if window.count >= configuration.maxInFlight {
+                    let oldest = window.removeFirst()
+                    moved += try await complete(oldest.events, oldest.acknowledgement)
+                }
+                guard events.count == configuration.batchSize else { break }
+                events = try await outbox.pendingEvents(after: events.last?.position, limit: configuration.batchSize)
+            }
+            while !window.isEmpty {
+                let oldest = window.removeFirst()
+                moved += try await complete(oldest.events, oldest.acknowledgement)
+            }
+        } catch {
+            failure = error
+        }
+        if let failure {
+            // Let what is still in flight settle (nothing of it is removed, so it goes again) before
+            // the caller backs off and reads from the oldest event again.
+            for (_, acknowledgement) in window { try? await acknowledgement.wait() }
+            throw failure
+        }
+        let recovered = state.withLock { state in
+            defer { state.lastError = nil }
+            return state.lastError != nil
+        }
+        if recovered { logger.info("event stream available again; outbox draining") }
+        if backlogDue() {
+            let backlog = try await outbox.outboxBacklog()
+            updateBacklog(count: backlog.count, oldest: backlog.oldest)
+        }
+        return moved
+    }
+
+    /// Waits for a batch's acknowledgement, then removes it from the outbox.
+    private func complete(_ events: [OutboxRecord], _ acknowledgement: any PublishAcknowledgement) async throws -> Int {
+        try await acknowledgement.wait()
+        let now = Date.now
+        for case let createdAt? in events.lazy.map(\.createdAt) {
+            lag.recordNanoseconds(Int64(max(0, now.timeIntervalSince(createdAt)) * 1e9))
+        }
+        try await outbox.removeEvents(events.map(\.position))
+        produced.increment(by: Int64(events.count))
+        return events.count
+    }
+
+    /// The oldest pending events, the outbox trimmed to its bound first when it is past it.
+    private func firstBatch() async throws -> [OutboxRecord] {
         let events = try await outbox.pendingEvents(limit: configuration.batchSize)
         guard !events.isEmpty else {
             updateBacklog(count: 0, oldest: nil)
-            return 0
+            return []
         }
         if events.count == configuration.batchSize || degradedReason != nil, backlogDue() {
             // A backlog: show it before a publish that may wait for the brokers.
@@ -153,27 +235,12 @@ public final class OutboxRelay: Service, Sendable {
                     "outbox full: dropped its oldest events; the stream will miss them",
                     metadata: ["parley.dropped": "\(count)", "parley.max_pending": "\(maxPending)"])
                 backlog = try await outbox.outboxBacklog()
-                if count > 0 { return try await relayOnce() }
+                updateBacklog(count: backlog.count, oldest: backlog.oldest)
+                return try await outbox.pendingEvents(limit: configuration.batchSize)
             }
             updateBacklog(count: backlog.count, oldest: backlog.oldest)
         }
-        try await stream.publish(events)
-        let now = Date.now
-        for case let createdAt? in events.lazy.map(\.createdAt) {
-            lag.recordNanoseconds(Int64(max(0, now.timeIntervalSince(createdAt)) * 1e9))
-        }
-        try await outbox.removeEvents(events.map(\.position))
-        produced.increment(by: Int64(events.count))
-        let recovered = state.withLock { state in
-            defer { state.lastError = nil }
-            return state.lastError != nil
-        }
-        if recovered { logger.info("event stream available again; outbox draining") }
-        if backlogDue() {
-            let backlog = try await outbox.outboxBacklog()
-            updateBacklog(count: backlog.count, oldest: backlog.oldest)
-        }
-        return events.count
+        return events
     }
 
     /// Whether the backlog should be measured now (at most once per `backlogInterval`); when it

@@ -132,8 +132,9 @@ public protocol OutboxStore: Sendable {
     /// Writes events that are not part of a store change (presence transitions, notifications, dead
     /// letters) to the outbox, in one transaction of their own.
     func appendEvents(_ events: [StreamEvent]) async throws
-    /// The oldest pending events, in commit order per key, at most `limit`.
-    func pendingEvents(limit: Int) async throws -> [OutboxRecord]
+    /// The oldest pending events after `position` (from the start when nil), in commit order per
+    /// key, at most `limit`.
+    func pendingEvents(after position: Int64?, limit: Int) async throws -> [OutboxRecord]
     /// Removes events the stream acknowledged.
     func removeEvents(_ positions: [Int64]) async throws
     /// How many events are pending, and when the oldest of them was written.
@@ -146,4 +147,9 @@ public protocol OutboxStore: Sendable {
 
 extension OutboxStore {
     public func releaseOutboxShards() async {}
+
+    /// The oldest pending events, at most `limit`.
+    public func pendingEvents(limit: Int) async throws -> [OutboxRecord] {
+        try await pendingEvents(after: nil, limit: limit)
+    }
 }

@@ -53,7 +53,7 @@
         /// Outstanding deliveries of one `produce` call; each record's opaque pointer holds one
         /// retain of it. The caller is resumed once: by the last outcome, or earlier by cancellation
         /// (the records are still delivered or failed later; nobody waits for them).
-        private final class Deliveries: Sendable {
+        fileprivate final class Deliveries: Sendable {
             private struct State {
                 var remaining: Int
                 var error: KafkaError?
@@ -184,21 +184,40 @@
         /// written (a retry can duplicate them, never reorder them). While the brokers are away it
         /// waits; cancelling the task ends the wait with `CancellationError`.
         public func produce(_ records: [KafkaRecord]) async throws {
-            guard !records.isEmpty else { return }
+            try await startProducing(records).wait()
+        }
+
+        /// Hands the records to librdkafka now, in order, and returns what to await for their
+        /// acknowledgement. Records of a later call land after these on their partitions; the
+        /// idempotent producer never writes a later record of a partition after failing an earlier one.
+        public func startProducing(_ records: [KafkaRecord]) -> Acknowledgement {
             let deliveries = Deliveries(count: records.count)
             for record in records {
                 if let error = enqueue(record, deliveries: deliveries) {
                     deliveries.complete(error)
                 }
             }
-            try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                    deliveries.wait(continuation, cancelled: Task.isCancelled)
+            return Acknowledgement(deliveries: deliveries, callbacks: callbacks)
+        }
+
+        /// The outcome of one `startProducing` call.
+        public struct Acknowledgement: Sendable {
+            fileprivate let deliveries: Deliveries
+            fileprivate let callbacks: Callbacks
+
+            /// Returns once the brokers acknowledged every record; throws the first failure.
+            /// Cancelling the task ends the wait with `CancellationError` (the records are still
+            /// delivered or failed later).
+            public func wait() async throws {
+                try await withTaskCancellationHandler {
+                    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                        deliveries.wait(continuation, cancelled: Task.isCancelled)
+                    }
+                } onCancel: {
+                    deliveries.cancel()
                 }
-            } onCancel: {
-                deliveries.cancel()
+                callbacks.clientError.withLock { $0 = nil }
             }
-            callbacks.clientError.withLock { $0 = nil }
         }
 
         /// Hands one record to librdkafka, waiting while its queue is full.
@@ -359,7 +378,11 @@
         public var problem: String? { producer.clientError }
 
         public func publish(_ events: [OutboxRecord]) async throws {
-            try await producer.produce(
+            try await startPublishing(events).wait()
+        }
+
+        public func startPublishing(_ events: [OutboxRecord]) throws -> any PublishAcknowledgement {
+            producer.startProducing(
                 events.map { event in
                     KafkaRecord(
                         topic: topics[event.topic]!, key: Array(event.key.utf8), value: event.envelope,
@@ -367,4 +390,8 @@
                 })
         }
     }
+#endif
+
+#if Kafka
+    extension KafkaProducer.Acknowledgement: PublishAcknowledgement {}
 #endif

@@ -58,15 +58,15 @@ extension PostgresChatStore {
         try await transaction { db in try await Self.writeEvents(events, on: db) }
     }
 
-    public func pendingEvents(limit: Int) async throws -> [OutboxRecord] {
+    public func pendingEvents(after cursor: Int64?, limit: Int) async throws -> [OutboxRecord] {
         try await guarded {
             let shards = try await leasedShards()
             guard !shards.isEmpty else { return [] }
             var records: [OutboxRecord] = []
             for try await (position, eventID, topic, key, type, envelope, createdAt) in try await client.run(
                 """
-                SELECT position, event_id, topic, key, type, envelope, created_at FROM outbox WHERE shard = ANY(\(shards))
-                ORDER BY position LIMIT \(limit)
+                SELECT position, event_id, topic, key, type, envelope, created_at FROM outbox
+                WHERE shard = ANY(\(shards)) AND position > \(cursor ?? 0) ORDER BY position LIMIT \(limit)
                 """
             ).decode((Int64, UUID, String, String, String, String, Int64).self) {
                 guard let topic = StreamTopic(rawValue: topic) else { throw ParleyError.internal(detail: "unreadable outbox row \(position)") }

@@ -525,11 +525,12 @@ public final class SQLiteChatStore: ChatStore {
         }
     }
 
-    public func pendingEvents(limit: Int) async throws -> [OutboxRecord] {
+    public func pendingEvents(after position: Int64?, limit: Int) async throws -> [OutboxRecord] {
         try await pool.read { db in
             let rows = try Row.fetchCursor(
-                db.cachedStatement(sql: "SELECT position, event_id, topic, key, type, envelope, created_at FROM outbox ORDER BY position LIMIT ?"),
-                arguments: [limit])
+                db.cachedStatement(
+                    sql: "SELECT position, event_id, topic, key, type, envelope, created_at FROM outbox WHERE position > ? ORDER BY position LIMIT ?"),
+                arguments: [position ?? 0, limit])
             var records: [OutboxRecord] = []
             records.reserveCapacity(limit)
             // Columns by index: the relay reads thousands of rows a second, and name lookups are

@@ -37,7 +37,9 @@ private final class OutboxFake: OutboxStore {
         }
     }
 
-    func pendingEvents(limit: Int) async throws -> [OutboxRecord] { state.withLock { Array($0.records.prefix(limit)) } }
+    func pendingEvents(after position: Int64?, limit: Int) async throws -> [OutboxRecord] {
+        state.withLock { Array($0.records.filter { $0.position > position ?? 0 }.prefix(limit)) }
+    }
 
     func removeEvents(_ positions: [Int64]) async throws {
         let removed = Set(positions)

@@ -45,7 +45,9 @@ private final class MemoryOutbox: OutboxStore {
         }
     }
 
-    func pendingEvents(limit: Int) async throws -> [OutboxRecord] { records.withLock { Array($0.prefix(limit)) } }
+    func pendingEvents(after position: Int64?, limit: Int) async throws -> [OutboxRecord] {
+        records.withLock { Array($0.filter { $0.position > position ?? 0 }.prefix(limit)) }
+    }
 
     func removeEvents(_ positions: [Int64]) async throws {
         let removed = Set(positions)
