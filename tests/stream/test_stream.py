@@ -806,7 +806,7 @@ def outbox_message_ids(node):
     path = os.path.join(node.dir, "data", "parley.sqlite")
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        rows = connection.execute("SELECT envelope FROM outbox ORDER BY position").fetchall()
+        rows = connection.execute("SELECT envelope FROM outbox WHERE type = 'message.created' ORDER BY position").fetchall()
     finally:
         connection.close()
     return [json.loads(envelope)["data"]["message"]["id"] for (envelope,) in rows]
