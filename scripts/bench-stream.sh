@@ -43,7 +43,7 @@ run_t1() {
   local pid=$!
   for _ in $(seq 100); do curl -fs localhost:$port/ready >/dev/null && break; sleep 0.1; done
   $B/parley-bench direct --url ws://127.0.0.1:$port/api/v1/ws --seed $work/seed.json --pairs 100 --rate "$rate" \
-    --duration "$duration" --warmup 3 --server-pid $pid --json $work/report.json >/dev/null
+    --duration "$duration" --warmup 3 --server-pid $pid --json $work/report.json >/dev/null 2>&1
   local lag="- -"
   if [ "$stream" = on ]; then
     # Let the relay catch up with the last sends, then read the lag histogram.
@@ -66,7 +66,8 @@ print(f"{buckets.get(0.1, 0) / total:.4f} {p99 * 1000:g}")')
   python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"{r[\"endToEnd\"][\"p99\"]:.1f} {r[\"server\"][\"cpuMicrosPerMessage\"]:.0f} {r[\"counts\"][\"lost\"]}", sys.argv[2])' $work/report.json "$lag"
+p99, cpu, lost = r["endToEnd"]["p99"], r["server"]["cpuMicrosPerMessage"], r["counts"]["lost"]
+print(f"{p99:.1f} {cpu:.0f} {lost}", sys.argv[2])' $work/report.json "$lag"
 }
 
 case $mode in

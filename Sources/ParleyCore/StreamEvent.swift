@@ -57,46 +57,64 @@ public struct StreamEvent: Sendable, Equatable {
     /// `message.created`: `data` is `{"message": <the message as REST returns it>}`.
     public static func messageCreated(_ message: Message, node: String) throws -> StreamEvent {
         // The time as the store keeps it (milliseconds), so the event reads as the message reads back.
-        var message = message
-        message.createdAt = message.createdAt.truncatedToMillis
-        struct Payload: Encodable { var message: MessageDTO }
+        // Written by hand: this runs in the store's write transaction for every message. The same
+        // fields as MessageDTO, which the REST API encodes.
+        var json = JSONWriter(capacity: 192 + message.body.utf8.count)
+        json.raw("{")
+        json.key("message")
+        json.raw("{")
+        json.key("id")
+        json.uuid(message.id)
+        json.comma()
+        json.key("conversationId")
+        json.uuid(message.conversationID)
+        json.comma()
+        json.key("seq")
+        json.integer(message.seq)
+        json.comma()
+        json.key("senderId")
+        json.uuid(message.senderID)
+        json.comma()
+        json.key("body")
+        json.string(message.body)
+        json.comma()
+        json.key("clientMsgId")
+        json.string(message.clientMsgID)
+        json.comma()
+        json.key("createdAt")
+        json.date(message.createdAt.truncatedToMillis)
+        json.raw("}}")
         return StreamEvent(
-            type: "message.created", occurredAt: message.createdAt, conversationID: message.conversationID, seq: message.seq, node: node,
-            topic: .messages, key: message.conversationID.lowercased,
-            data: Array(try WireJSON.encoder.encode(Payload(message: MessageDTO(message: message)))))
+            type: "message.created", occurredAt: message.createdAt.truncatedToMillis, conversationID: message.conversationID, seq: message.seq,
+            node: node, topic: .messages, key: message.conversationID.lowercased, data: json.bytes)
     }
 
     /// The envelope as the stream carries it (JSON, UTF-8).
     public func envelope() throws -> [UInt8] {
-        struct Head: Encodable {
-            var id: String
-            var type: String
-            var occurredAt: Date
-            var conversationId: String?
-            var seq: Int64?
-            var node: String
-
-            enum CodingKeys: String, CodingKey { case id, type, occurredAt, conversationId, seq, node }
-
-            func encode(to encoder: any Encoder) throws {
-                var c = encoder.container(keyedBy: CodingKeys.self)
-                try c.encode(id, forKey: .id)
-                try c.encode(type, forKey: .type)
-                try c.encode(occurredAt, forKey: .occurredAt)
-                try c.encode(conversationId, forKey: .conversationId)  // null, not absent
-                try c.encode(seq, forKey: .seq)
-                try c.encode(node, forKey: .node)
-            }
-        }
-        // The head's object with `data` spliced in before its closing brace: `data` is JSON already.
-        var bytes = Array(
-            try WireJSON.encoder.encode(
-                Head(id: id.lowercased, type: type, occurredAt: occurredAt, conversationId: conversationID?.lowercased, seq: seq, node: node)))
-        bytes.removeLast()
-        bytes += Array(#","data":"#.utf8)
-        bytes += data
-        bytes.append(UInt8(ascii: "}"))
-        return bytes
+        var json = JSONWriter(capacity: 200 + data.count)
+        json.raw("{")
+        json.key("id")
+        json.uuid(id)
+        json.comma()
+        json.key("type")
+        json.string(type)
+        json.comma()
+        json.key("occurredAt")
+        json.date(occurredAt)
+        json.comma()
+        json.key("conversationId")  // null, not absent
+        if let conversationID { json.uuid(conversationID) } else { json.null() }
+        json.comma()
+        json.key("seq")
+        if let seq { json.integer(seq) } else { json.null() }
+        json.comma()
+        json.key("node")
+        json.string(node)
+        json.comma()
+        json.key("data")
+        json.raw(data)  // JSON already
+        json.raw("}")
+        return json.bytes
     }
 }
 
