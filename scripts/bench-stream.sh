@@ -43,24 +43,40 @@ run_t1() {
   local pid=$!
   for _ in $(seq 100); do curl -fs localhost:$port/ready >/dev/null && break; sleep 0.1; done
   $B/parley-bench direct --url ws://127.0.0.1:$port/api/v1/ws --seed $work/seed.json --pairs 100 --rate "$rate" \
-    --duration "$duration" --warmup 3 --server-pid $pid --json $work/report.json >/dev/null 2>&1
+    --duration "$duration" --warmup 3 --server-pid $pid --json $work/report.json >/dev/null 2>&1 &
+  local bench=$!
   local lag="- -"
   if [ "$stream" = on ]; then
-    # Let the relay catch up with the last sends, then read the lag histogram.
+    # The lag histogram over the measured window only: a snapshot once connecting and the warm-up
+    # are over (the first events also wait for the topics to be created), another at the end.
+    sleep 5
+    curl -fs localhost:$port/metrics >$work/metrics.before
+  fi
+  wait $bench
+  if [ "$stream" = on ]; then
     for _ in $(seq 50); do
       [ "$(curl -fs localhost:$port/metrics | awk '/^parley_outbox_pending / {print $2}')" = 0 ] && break
       sleep 0.2
     done
-    lag=$(curl -fs localhost:$port/metrics | python3 -c '
+    curl -fs localhost:$port/metrics >$work/metrics.after
+    lag=$(python3 - $work/metrics.before $work/metrics.after <<'PY'
 import re, sys
-buckets = {}
-for line in sys.stdin:
-    m = re.match(r"parley_outbox_lag_seconds_bucket\{le=\"([^\"]+)\"\} (\S+)", line)
-    if m: buckets[float("inf") if m[1] == "+Inf" else float(m[1])] = float(m[2])
-total = buckets.get(float("inf"), 0)
-if not total: print("- -"); sys.exit()
-p99 = next(le for le in sorted(buckets) if buckets[le] >= 0.99 * total)
-print(f"{buckets.get(0.1, 0) / total:.4f} {p99 * 1000:g}")')
+def buckets(path):
+    found = {}
+    for line in open(path):
+        m = re.match(r'parley_outbox_lag_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
+        if m: found[float("inf") if m[1] == "+Inf" else float(m[1])] = float(m[2])
+    return found
+before, after = buckets(sys.argv[1]), buckets(sys.argv[2])
+window = {le: after[le] - before.get(le, 0) for le in after}
+total = window.get(float("inf"), 0)
+if not total:
+    print("- -")
+else:
+    p99 = next(le for le in sorted(window) if window[le] >= 0.99 * total)
+    print(f"{window.get(0.1, 0) / total:.4f} {p99 * 1000:g}")
+PY
+)
   fi
   kill -TERM $pid; wait $pid || true
   python3 -c '

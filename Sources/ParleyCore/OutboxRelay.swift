@@ -53,6 +53,11 @@ public final class OutboxRelay: Service, Sendable {
         /// Batches handed to the stream before the oldest of them must be acknowledged (when the
         /// stream can take several; see `EventStream.startPublishing`).
         public var maxInFlight = 4
+        /// The shortest time between the starts of two rounds. Each round ends with a store write
+        /// (removing what was acknowledged); on a busy node every commit wakes the relay, so
+        /// without a floor its writes would nearly double the store's commits. Adds at most this
+        /// much to an event's lag.
+        public var minRoundInterval: Duration = .milliseconds(20)
         /// How often the outbox is checked when nothing woke the relay.
         public var fallbackInterval: Duration = .seconds(1)
         /// Backoff after a failed publish: doubles from `minBackoff` up to `maxBackoff`.
@@ -140,12 +145,15 @@ public final class OutboxRelay: Service, Sendable {
 
     private func relayUntilCancelled() async {
         var backoff = configuration.minBackoff
+        let clock = ContinuousClock()
         while !Task.isCancelled {
             do {
+                let began = clock.now
                 // relayOnce drains until a read comes back short of a batch: then wait.
                 _ = try await relayOnce()
                 backoff = configuration.minBackoff
                 await waitForEvents()
+                try await Task.sleep(until: began + configuration.minRoundInterval, clock: clock)
             } catch is CancellationError {
                 return
             } catch {
