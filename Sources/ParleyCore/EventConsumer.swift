@@ -122,7 +122,7 @@ public struct InProcessEventStream: EventStream {
             return
         }
         if !FileManager.default.fileExists(atPath: deadLetterPath) {
-            FileManager.default.createFile(atPath: deadLetterPath, contents: nil, attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(atPath: deadLetterPath, contents: nil, attributes: [.posixPermissions: 0o600])
         }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: deadLetterPath))
         defer { try? handle.close() }
