@@ -7,6 +7,7 @@
 #   scripts/bench-stream.sh t1 [rates…]        # default rates: 1500 2000 2500 3000; 3 runs each, off and on
 #   scripts/bench-stream.sh lag [rate]          # default 5000: outbox lag with the stream on, 3 runs
 #   scripts/bench-stream.sh relay [events]      # default 200000: parley-bench outbox, 3 runs
+#   scripts/bench-stream.sh raw [rates…]        # default 3000 4000 5000: T1's load against the raw relay (the floor)
 #
 # PARLEY_BENCH_RUNS (3), PARLEY_BENCH_DURATION (20 s measured after 3 s of warm-up).
 set -euo pipefail
@@ -125,5 +126,29 @@ case $mode in
     done
     echo "relay MEDIAN: $(median <$work/results) events/s"
     ;;
-  *) echo "usage: scripts/bench-stream.sh t1|lag|relay [args]" >&2; exit 2 ;;
+  raw)
+    # The floor of the machine, measured in the same session: T1's load against the raw relay
+    # (NIO WebSocket, bytes forwarded, nothing decoded or stored).
+    rates=("$@"); [ ${#rates[@]} -gt 0 ] || rates=(3000 4000 5000)
+    for rate in "${rates[@]}"; do
+      : >$work/results
+      for r in $(seq "$runs"); do
+        $B/parley-bench relay --raw --port $((port + 1)) >/dev/null 2>&1 &
+        relay=$!
+        sleep 0.5
+        $B/parley-bench direct --relay --url ws://127.0.0.1:$((port + 1))/api/v1/ws --pairs 100 --rate "$rate" --duration "$duration" \
+          --warmup 3 --server-pid $relay --json $work/report.json >/dev/null 2>&1
+        kill $relay; wait $relay 2>/dev/null || true
+        line=$(python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+p99, cpu, lost = r["endToEnd"]["p99"], r["server"]["cpuMicrosPerMessage"], r["counts"]["lost"]
+print(f"{p99:.1f} {cpu:.0f} {lost}")' $work/report.json)
+        echo "raw relay rate $rate run $r: p99 e2e / CPU µs per msg / lost: $line"
+        echo "$line" >>$work/results
+      done
+      echo "raw relay rate $rate MEDIAN: p99 $(cut -d' ' -f1 $work/results | median) ms, CPU $(cut -d' ' -f2 $work/results | median) µs/msg"
+    done
+    ;;
+  *) echo "usage: scripts/bench-stream.sh t1|lag|relay|raw [args]" >&2; exit 2 ;;
 esac
