@@ -173,6 +173,7 @@ let package = Package(
                 "ParleyPostgres",
                 "ParleyRedis",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/ParleyTestSupport",

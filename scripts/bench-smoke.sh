@@ -47,6 +47,8 @@ common=(--rate 300 --duration 2 --warmup 1)
   --server-pid "$server_pid" --json "$work/connect-report.json" --html "$work/connect-report.html" 2>"$work/connect.err"
 "$bin/parley-bench" history --url "http://127.0.0.1:$port" --seed "$work/direct.json" --connections 4 --rate 200 --duration 2 --warmup 1 \
   --server-pid "$server_pid" --json "$work/history-report.json" --html "$work/history-report.html" 2>"$work/history.err"
+"$bin/parley-bench" search --url "http://127.0.0.1:$port" --seed "$work/direct.json" --connections 4 --rate 100 --duration 2 --warmup 1 \
+  --json "$work/search-report.json" 2>"$work/search.err"
 sleep 0.5
 "$bin/parley-bench" direct --relay --url "ws://127.0.0.1:$relay_port/api/v1/ws" --pairs 10 "${common[@]}" \
   --json "$work/relay-report.json" 2>"$work/relay.err"
@@ -105,14 +107,15 @@ if not connect.get("serverHeldRSSMB"): problems.append("no server RSS")
 print(f"bench-smoke connect: {connect['opened']}/{connect['requested']} open, {connect['aliveAfterHold']} alive" + (f" PROBLEMS: {problems}" if problems else " ok"))
 failures += bool(problems)
 
-history = json.loads((work / "history-report.json").read_text())
-c = history["counts"]
-problems = []
-if c["sent"] == 0: problems.append("nothing was requested")
-if c["acked"] != c["sent"] or c["delivered"] != c["sent"] or c["errors"]: problems.append(f"answered {c['acked']} good {c['delivered']} of {c['sent']}, errors {c['errors']}")
-if history["endToEnd"]["samples"] == 0: problems.append("no latency samples")
-print(f"bench-smoke history: {c['delivered']}/{c['sent']} good pages" + (f" PROBLEMS: {problems}" if problems else " ok"))
-failures += bool(problems)
+for name in ("history", "search"):
+    report = json.loads((work / f"{name}-report.json").read_text())
+    c = report["counts"]
+    problems = []
+    if c["sent"] == 0: problems.append("nothing was requested")
+    if c["acked"] != c["sent"] or c["delivered"] != c["sent"] or c["errors"]: problems.append(f"answered {c['acked']} good {c['delivered']} of {c['sent']}, errors {c['errors']}")
+    if report["endToEnd"]["samples"] == 0: problems.append("no latency samples")
+    print(f"bench-smoke {name}: {c['delivered']}/{c['sent']} good answers" + (f" PROBLEMS: {problems}" if problems else " ok"))
+    failures += bool(problems)
 
 server = json.loads((work / "direct-report.json").read_text()).get("server")
 if not server or not server["rssMB"]:

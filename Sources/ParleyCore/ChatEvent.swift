@@ -5,6 +5,9 @@ import Foundation
 public enum ChatEvent: Sendable, Equatable, Codable {
     /// A new message (never sent for replays).
     case message(Message)
+    /// A message was edited, deleted, or its reactions changed: its state now, and the
+    /// conversation's change sequence number the change took.
+    case updated(MessageChangeKind, Message, changeSeq: Int64)
     /// A member's delivered or read watermark moved forward.
     case receipt(conversationID: UUID, userID: UUID, kind: Watermark, seq: Int64)
     case typing(conversationID: UUID, userID: UUID, state: TypingState)

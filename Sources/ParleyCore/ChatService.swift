@@ -168,19 +168,92 @@ public struct ChatService: Sendable {
     /// Validates and queues a send; `whenResolved` runs once it is committed (or refused), before the
     /// message is published. See `SendPipeline.submit`.
     public func enqueueSend(
-        caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, now: Date = .now,
+        caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, replyToID: UUID? = nil, now: Date = .now,
         whenResolved: @escaping Promise<SendResult>.Callback
     ) {
         do {
             _ = try pipeline.submit(
-                caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, now: now, whenResolved: whenResolved)
+                caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, replyToID: replyToID, now: now,
+                whenResolved: whenResolved)
         } catch {
             whenResolved(.failure(error))
         }
     }
 
-    public func send(caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, now: Date = .now) async throws -> SendResult {
-        try await pipeline.send(caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, now: now)
+    public func send(
+        caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, replyToID: UUID? = nil, now: Date = .now
+    ) async throws -> SendResult {
+        try await pipeline.send(caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, replyToID: replyToID, now: now)
+    }
+
+    // MARK: Changes to sent messages
+
+    /// Replaces the body of one of the caller's own messages. Members hear `updated` (`edited`).
+    public func editMessage(caller: UUID, conversationID: UUID, messageID: UUID, body: String, now: Date = .now) async throws -> Message {
+        try await requireMember(caller, conversationID)
+        try Validation.messageBody(body, limits: limits)
+        let edit = MessageEdit(conversationID: conversationID, messageID: messageID, editorID: caller, body: body, at: now)
+        guard let change = try await store.editMessage(edit) else {
+            // The same body again: nothing changed.
+            guard let message = try await store.message(conversationID: conversationID, messageID: messageID) else {
+                throw ParleyError.messageNotFound
+            }
+            return message
+        }
+        publish(change)
+        return change.message
+    }
+
+    /// Deletes a message: its sender may, and in a group an admin or the owner may delete anyone's.
+    /// Deleting a deleted message succeeds and changes nothing.
+    public func deleteMessage(caller: UUID, conversationID: UUID, messageID: UUID, now: Date = .now) async throws {
+        let conversation = try await self.conversation(caller: caller, id: conversationID)
+        guard let message = try await store.message(conversationID: conversationID, messageID: messageID) else {
+            throw ParleyError.messageNotFound
+        }
+        if message.senderID != caller {
+            let role = conversation.member(caller)?.role ?? .member
+            guard conversation.type == .group, role >= .admin else {
+                throw ParleyError.forbidden(
+                    "Only the sender, or a group's admin or owner, can delete this message.", code: "not_message_sender")
+            }
+        }
+        if let change = try await store.deleteMessage(conversationID: conversationID, messageID: messageID, at: now) {
+            publish(change)
+        }
+    }
+
+    /// Adds (`present`) or removes the caller's reaction. Idempotent.
+    public func setReaction(caller: UUID, conversationID: UUID, messageID: UUID, emoji: String, present: Bool, now: Date = .now) async throws {
+        try await requireMember(caller, conversationID)
+        let emoji = try Emoji.reaction(emoji)
+        if let change = try await store.setReaction(
+            emoji, present: present, conversationID: conversationID, messageID: messageID, userID: caller,
+            maxDistinct: limits.maxReactionsPerMessage, at: now)
+        {
+            publish(change)
+        }
+    }
+
+    /// Messages of the caller's conversations matching `query`.
+    public func search(caller: UUID, query: String, conversationID: UUID?, before: UUID?, limit: Int?) async throws -> SearchPage {
+        let parsed = try SearchQuery(parsing: query)
+        let limit = try Validation.searchLimit(limit, limits: limits)
+        if let conversationID { try await requireMember(caller, conversationID) }
+        return try await store.searchMessages(
+            SearchRequest(query: parsed, userID: caller, conversationID: conversationID, before: before, limit: limit))
+    }
+
+    /// Changes a client missed: messages up to `maxSeq` (the messages it holds) whose latest change
+    /// is after `changeSeq`, in change order.
+    public func changes(caller: UUID, conversationID: UUID, after changeSeq: Int64, maxSeq: Int64, limit: Int) async throws -> ChangePage {
+        guard changeSeq >= 0 else { throw ParleyError.invalid("Change cursors must be ≥ 0.", code: "invalid_cursor") }
+        try await requireMember(caller, conversationID)
+        return try await store.changes(conversationID: conversationID, after: changeSeq, maxSeq: maxSeq, limit: min(limit, limits.maxPageSize))
+    }
+
+    private func publish(_ change: MessageChange) {
+        bus.publish(.updated(change.kind, change.message, changeSeq: change.changeSeq), to: change.recipients)
     }
 
     public func messages(caller: UUID, conversationID: UUID, cursor: PageCursor, limit: Int?) async throws -> MessagePage {

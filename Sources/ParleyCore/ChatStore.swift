@@ -11,7 +11,7 @@ import ServiceLifecycle
 /// A store is a `Service`: `run()` owns its connections for the life of the node and closes them on
 /// graceful shutdown (it is the first service of the group, so it is the last to stop). `migrate()`
 /// runs once while `run()` is running, before the node serves.
-public protocol ChatStore: AccountStore, ConversationStore, MessageStore, OutboxStore, Service {
+public protocol ChatStore: AccountStore, ConversationStore, MessageStore, MessageChangeStore, OutboxStore, Service {
     /// Brings the schema up to date. Safe to call from several nodes at once.
     func migrate() async throws
     /// Cheap round trip used by readiness checks.
@@ -90,6 +90,37 @@ public protocol MessageStore: Sendable {
     /// Moves a member's watermark forward (never back), clamped to the conversation's lastSeq.
     /// Moving `read` also moves `delivered` up to it.
     func advanceWatermark(_ kind: Watermark, conversationID: UUID, userID: UUID, to seq: Int64) async throws -> WatermarkUpdate
+}
+
+/// Changes to sent messages (edits, deletions, reactions), the change sequence sync reads, and search.
+///
+/// Each change that commits takes the conversation's next change sequence number, which the
+/// message keeps as its `changeSeq` (its latest change), and writes its stream event. None of them
+/// moves `lastSeq` or any watermark, so unread counts stay as they were.
+public protocol MessageChangeStore: Sendable {
+
+    /// One message of a conversation, in its current state.
+    func message(conversationID: UUID, messageID: UUID) async throws -> Message?
+    /// Replaces a message's body and re-resolves its mentions; `editedAt` becomes `edit.at`.
+    /// Throws `message_not_found`, `not_message_sender` (the editor is not the sender) or
+    /// `message_deleted`. Returns nil when the body is unchanged (nothing is written).
+    func editMessage(_ edit: MessageEdit) async throws -> MessageChange?
+    /// Erases a message's body (and its mentions and reactions) from the store; the message keeps
+    /// its seq and reads with an empty body and `deletedAt`. Throws `message_not_found`; returns nil
+    /// when it was already deleted.
+    func deleteMessage(conversationID: UUID, messageID: UUID, at: Date) async throws -> MessageChange?
+    /// Adds (`present`) or removes `userID`'s reaction `emoji`. Throws `message_not_found`,
+    /// `message_deleted`, or `too_many_reactions` when the message already has `maxDistinct` other
+    /// emoji. Returns nil when nothing changed (already there, or not there to remove).
+    func setReaction(
+        _ emoji: String, present: Bool, conversationID: UUID, messageID: UUID, userID: UUID, maxDistinct: Int, at: Date
+    ) async throws -> MessageChange?
+    /// Messages of seq ≤ `maxSeq` whose latest change is after `changeSeq`, in change order, at most
+    /// `limit` (for sync: a client holding the messages up to `maxSeq` missed exactly these).
+    func changes(conversationID: UUID, after changeSeq: Int64, maxSeq: Int64, limit: Int) async throws -> ChangePage
+    /// Full-text search over the messages of the conversations `request.userID` is a member of now,
+    /// by relevance then newest first.
+    func searchMessages(_ request: SearchRequest) async throws -> SearchPage
 }
 
 extension MessageStore {

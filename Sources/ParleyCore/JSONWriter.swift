@@ -121,3 +121,86 @@ struct JSONWriter {
         }
     }
 }
+
+extension JSONWriter {
+    /// A message object, with the fields and in the order `MessageDTO` encodes them.
+    mutating func message(_ message: Message) {
+        raw("{")
+        key("id")
+        uuid(message.id)
+        comma()
+        key("conversationId")
+        uuid(message.conversationID)
+        comma()
+        key("seq")
+        integer(message.seq)
+        comma()
+        key("senderId")
+        uuid(message.senderID)
+        comma()
+        key("body")
+        string(message.body)
+        comma()
+        key("clientMsgId")
+        string(message.clientMsgID)
+        comma()
+        key("createdAt")
+        date(message.createdAt.truncatedToMillis)
+        comma()
+        key("editedAt")
+        if let editedAt = message.editedAt { date(editedAt.truncatedToMillis) } else { null() }
+        comma()
+        key("deletedAt")
+        if let deletedAt = message.deletedAt { date(deletedAt.truncatedToMillis) } else { null() }
+        comma()
+        key("replyTo")
+        if let reply = message.replyTo {
+            raw("{")
+            key("id")
+            uuid(reply.id)
+            comma()
+            key("seq")
+            integer(reply.seq)
+            comma()
+            key("senderId")
+            uuid(reply.senderID)
+            comma()
+            key("preview")
+            string(reply.preview)
+            raw("}")
+        } else {
+            null()
+        }
+        comma()
+        key("mentions")
+        raw("[")
+        for (index, user) in message.mentions.enumerated() {
+            if index > 0 { comma() }
+            uuid(user)
+        }
+        raw("]")
+        comma()
+        key("reactions")
+        raw("[")
+        for (index, reaction) in message.reactions.enumerated() {
+            if index > 0 { comma() }
+            raw("{")
+            key("emoji")
+            string(reaction.emoji)
+            comma()
+            key("count")
+            integer(Int64(reaction.count))
+            comma()
+            key("userIds")
+            raw("[")
+            for (i, user) in reaction.userIDs.enumerated() {
+                if i > 0 { comma() }
+                uuid(user)
+            }
+            raw("]")
+            raw("}")
+        }
+        raw("]")
+        raw("}")
+    }
+}

@@ -10,6 +10,8 @@ public struct Limits: Sendable, Equatable {
     public var maxPageSize: Int = 200
     public var defaultPageSize: Int = 50
     public var maxSearchResults: Int = 50
+    /// Most distinct emoji reactions on one message (`PARLEY_MAX_REACTIONS_PER_MESSAGE`).
+    public var maxReactionsPerMessage: Int = 20
     public var maxConversationsListed: Int = 500
     public var minPasswordBytes: Int = 8
     /// bcrypt only reads the first 72 bytes; longer passwords are refused rather than silently truncated.

@@ -120,6 +120,10 @@ public struct Conversation: Sendable, Equatable, Codable {
     public var members: [Member]
     public var createdAt: Date
     public var updatedAt: Date
+    /// The conversation's change sequence: how many edits, deletions and reaction changes it has had.
+    public var changeSeq: Int64
+    /// Unread mentions of the user the conversation was listed for (`conversations(for:)` only).
+    public var mentionCount: Int64
 
     public init(
         id: UUID,
@@ -130,7 +134,9 @@ public struct Conversation: Sendable, Equatable, Codable {
         lastMessage: Message?,
         members: [Member],
         createdAt: Date,
-        updatedAt: Date
+        updatedAt: Date,
+        changeSeq: Int64 = 0,
+        mentionCount: Int64 = 0
     ) {
         self.id = id
         self.type = type
@@ -141,6 +147,8 @@ public struct Conversation: Sendable, Equatable, Codable {
         self.members = members
         self.createdAt = createdAt
         self.updatedAt = updatedAt
+        self.changeSeq = changeSeq
+        self.mentionCount = mentionCount
     }
 
     public func member(_ userID: UUID) -> Member? { members.first { $0.userID == userID } }
@@ -159,8 +167,25 @@ public struct Message: Sendable, Equatable, Codable {
     public var body: String
     public var clientMsgID: String?
     public var createdAt: Date
+    /// When the body was last edited.
+    public var editedAt: Date?
+    /// When the message was deleted; its body is then empty.
+    public var deletedAt: Date?
+    /// The message this one replies to, as it reads now.
+    public var replyTo: MessageReference?
+    /// Members mentioned with `@username`, in the order they first appear.
+    public var mentions: [UUID]
+    /// Reactions, one entry per emoji in the order each was first used.
+    public var reactions: [ReactionSummary]
+    /// The conversation's change sequence at this message's latest edit, deletion or reaction
+    /// change (0 if it never changed). Not part of the message's JSON; `updated` frames carry it.
+    public var changeSeq: Int64
 
-    public init(id: UUID, conversationID: UUID, seq: Int64, senderID: UUID, body: String, clientMsgID: String?, createdAt: Date) {
+    public init(
+        id: UUID, conversationID: UUID, seq: Int64, senderID: UUID, body: String, clientMsgID: String?, createdAt: Date,
+        editedAt: Date? = nil, deletedAt: Date? = nil, replyTo: MessageReference? = nil, mentions: [UUID] = [],
+        reactions: [ReactionSummary] = [], changeSeq: Int64 = 0
+    ) {
         self.id = id
         self.conversationID = conversationID
         self.seq = seq
@@ -168,6 +193,12 @@ public struct Message: Sendable, Equatable, Codable {
         self.body = body
         self.clientMsgID = clientMsgID
         self.createdAt = createdAt
+        self.editedAt = editedAt
+        self.deletedAt = deletedAt
+        self.replyTo = replyTo
+        self.mentions = mentions
+        self.reactions = reactions
+        self.changeSeq = changeSeq
     }
 }
 
@@ -179,23 +210,33 @@ public struct SendRequest: Sendable {
     public var body: String
     public var messageID: UUID
     public var createdAt: Date
+    /// The message this one replies to; it must be in the same conversation.
+    public var replyToID: UUID?
+    /// The `@username`s in the body (lower-cased, distinct), for the store to resolve to members.
+    public var mentionedUsernames: [String]
 
-    public init(conversationID: UUID, senderID: UUID, clientMsgID: String?, body: String, messageID: UUID = .v7(), createdAt: Date = .now) {
+    public init(
+        conversationID: UUID, senderID: UUID, clientMsgID: String?, body: String, messageID: UUID = .v7(), createdAt: Date = .now,
+        replyToID: UUID? = nil
+    ) {
         self.conversationID = conversationID
         self.senderID = senderID
         self.clientMsgID = clientMsgID
         self.body = body
         self.messageID = messageID
         self.createdAt = createdAt
+        self.replyToID = replyToID
+        self.mentionedUsernames = Mentions.usernames(in: body)
     }
 }
 
 extension SendRequest {
-    /// The message this request becomes once the store has given it `seq` (times kept to the millisecond, as stored).
-    public func message(seq: Int64) -> Message {
+    /// The message this request becomes once the store has given it `seq` and resolved its reply
+    /// and mentions (times kept to the millisecond, as stored).
+    public func message(seq: Int64, replyTo: MessageReference? = nil, mentions: [UUID] = []) -> Message {
         Message(
             id: messageID, conversationID: conversationID, seq: seq, senderID: senderID, body: body, clientMsgID: clientMsgID,
-            createdAt: createdAt.truncatedToMillis)
+            createdAt: createdAt.truncatedToMillis, replyTo: replyTo, mentions: mentions)
     }
 }
 

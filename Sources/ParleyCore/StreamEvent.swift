@@ -57,36 +57,47 @@ public struct StreamEvent: Sendable, Equatable {
     /// `message.created`: `data` is `{"message": <the message as REST returns it>}`.
     public static func messageCreated(_ message: Message, node: String) throws -> StreamEvent {
         // The time as the store keeps it (milliseconds), so the event reads as the message reads back.
-        // Written by hand: this runs in the store's write transaction for every message. The same
-        // fields as MessageDTO, which the REST API encodes.
-        var json = JSONWriter(capacity: 192 + message.body.utf8.count)
+        // Written by hand: this runs in the store's write transaction for every message.
+        var json = JSONWriter(capacity: 256 + message.body.utf8.count)
         json.raw("{")
         json.key("message")
+        json.message(message)
+        json.raw("}")
+        return messageEvent("message.created", message, at: message.createdAt, node: node, data: json.bytes)
+    }
+
+    /// `message.edited` / `message.deleted`: `{"message": …}` as it reads after the change (a deleted
+    /// message with its empty body and `deletedAt`).
+    public static func messageChanged(_ kind: MessageChangeKind, _ message: Message, at: Date, node: String) -> StreamEvent {
+        var json = JSONWriter(capacity: 256 + message.body.utf8.count)
         json.raw("{")
-        json.key("id")
-        json.uuid(message.id)
+        json.key("message")
+        json.message(message)
+        json.raw("}")
+        return messageEvent(kind == .deleted ? "message.deleted" : "message.edited", message, at: at, node: node, data: json.bytes)
+    }
+
+    /// `reaction.added` / `reaction.removed`: `{"emoji", "userId", "message": …}`, the message with
+    /// its reactions after the change.
+    public static func reaction(added: Bool, emoji: String, userID: UUID, message: Message, at: Date, node: String) -> StreamEvent {
+        var json = JSONWriter(capacity: 320 + message.body.utf8.count)
+        json.raw("{")
+        json.key("emoji")
+        json.string(emoji)
         json.comma()
-        json.key("conversationId")
-        json.uuid(message.conversationID)
+        json.key("userId")
+        json.uuid(userID)
         json.comma()
-        json.key("seq")
-        json.integer(message.seq)
-        json.comma()
-        json.key("senderId")
-        json.uuid(message.senderID)
-        json.comma()
-        json.key("body")
-        json.string(message.body)
-        json.comma()
-        json.key("clientMsgId")
-        json.string(message.clientMsgID)
-        json.comma()
-        json.key("createdAt")
-        json.date(message.createdAt.truncatedToMillis)
-        json.raw("}}")
-        return StreamEvent(
-            type: "message.created", occurredAt: message.createdAt.truncatedToMillis, conversationID: message.conversationID, seq: message.seq,
-            node: node, topic: .messages, key: message.conversationID.lowercased, data: json.bytes)
+        json.key("message")
+        json.message(message)
+        json.raw("}")
+        return messageEvent(added ? "reaction.added" : "reaction.removed", message, at: at, node: node, data: json.bytes)
+    }
+
+    private static func messageEvent(_ type: String, _ message: Message, at: Date, node: String, data: [UInt8]) -> StreamEvent {
+        StreamEvent(
+            type: type, occurredAt: at.truncatedToMillis, conversationID: message.conversationID, seq: message.seq, node: node,
+            topic: .messages, key: message.conversationID.lowercased, data: data)
     }
 
     /// The envelope as the stream carries it (JSON, UTF-8).

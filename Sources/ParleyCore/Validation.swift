@@ -85,6 +85,14 @@ public enum Validation {
         return value
     }
 
+    public static func searchLimit(_ value: Int?, limits: Limits) throws -> Int {
+        guard let value else { return min(20, limits.maxSearchResults) }
+        guard (1...limits.maxSearchResults).contains(value) else {
+            throw ParleyError.invalid("limit must be between 1 and \(limits.maxSearchResults).", code: "invalid_limit")
+        }
+        return value
+    }
+
     public static func pageLimit(_ value: Int?, limits: Limits) throws -> Int {
         guard let value else { return limits.defaultPageSize }
         guard (1...limits.maxPageSize).contains(value) else {

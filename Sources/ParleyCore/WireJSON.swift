@@ -26,7 +26,20 @@ public struct MessageDTO: Encodable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, conversationId, seq, senderId, body, clientMsgId, createdAt
+        case id, conversationId, seq, senderId, body, clientMsgId, createdAt, editedAt, deletedAt, replyTo, mentions, reactions
+    }
+
+    struct ReplyDTO: Encodable {
+        var id: String
+        var seq: Int64
+        var senderId: String
+        var preview: String
+    }
+
+    struct ReactionDTO: Encodable {
+        var emoji: String
+        var count: Int
+        var userIds: [String]
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -38,5 +51,14 @@ public struct MessageDTO: Encodable, Sendable {
         try c.encode(message.body, forKey: .body)
         try c.encode(message.clientMsgID, forKey: .clientMsgId)
         try c.encode(message.createdAt, forKey: .createdAt)
+        // Present (null or empty) on every message, so clients need no existence checks.
+        try c.encode(message.editedAt, forKey: .editedAt)
+        try c.encode(message.deletedAt, forKey: .deletedAt)
+        try c.encode(
+            message.replyTo.map { ReplyDTO(id: $0.id.lowercased, seq: $0.seq, senderId: $0.senderID.lowercased, preview: $0.preview) },
+            forKey: .replyTo)
+        try c.encode(message.mentions.map(\.lowercased), forKey: .mentions)
+        try c.encode(
+            message.reactions.map { ReactionDTO(emoji: $0.emoji, count: $0.count, userIds: $0.userIDs.map(\.lowercased)) }, forKey: .reactions)
     }
 }

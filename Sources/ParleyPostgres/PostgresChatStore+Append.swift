@@ -16,8 +16,9 @@ extension PostgresChatStore {
     ///
     /// Seqs are assigned here, under the row locks, so they stay gapless while several nodes write
     /// to the same conversation. A request that fails (not a member) writes nothing.
-    static func appendBatch(_ requests: [SendRequest], outboxNode: String?, on db: PostgresConnection) async throws -> [Result<SendResult, any Error>]
-    {
+    static func appendBatch(
+        _ requests: [SendRequest], outboxNode: String?, searchLanguage: String, on db: PostgresConnection
+    ) async throws -> [Result<SendResult, any Error>] {
         let conversationIDs = Array(Set(requests.map(\.conversationID))).sorted { $0.uuidString < $1.uuidString }
         var lastSeqs: [UUID: Int64] = [:]
         for try await (id, lastSeq) in try await db.run(
@@ -47,7 +48,7 @@ extension PostgresChatStore {
         if !keyed.isEmpty {
             let stored = try await db.messages(
                 """
-                SELECT \(unescaped: messageColumns("m")) FROM messages m
+                \(unescaped: messageSelect)
                 JOIN unnest(\(keyed.map(\.conversationID))::uuid[], \(keyed.map(\.senderID))::uuid[], \(keyed.map { $0.clientMsgID ?? "" })::text[])
                   AS k(c, s, cm) ON m.conversation_id = k.c AND m.sender_id = k.s AND m.client_msg_id = k.cm
                 """
@@ -75,9 +76,29 @@ extension PostgresChatStore {
                 results.append(.success(SendResult(message: original, replayed: true)))
                 continue
             }
+            var replyTo: MessageReference?
+            if let replyToID = request.replyToID,
+                let earlier = inserts.first(where: { $0.id == replyToID && $0.conversationID == request.conversationID })
+            {
+                // A reply to a message of this same batch, not written yet.
+                replyTo = MessageReference(
+                    id: replyToID, seq: earlier.seq, senderID: earlier.senderID, preview: MessageReference.preview(of: earlier.body))
+            } else if let replyToID = request.replyToID {
+                // Replies are rare: one round trip each.
+                for try await (seq, sender, body) in try await db.run(
+                    "SELECT seq, sender_id, body FROM messages WHERE id = \(replyToID) AND conversation_id = \(request.conversationID)"
+                ).decode((Int64, UUID, String).self) {
+                    replyTo = MessageReference(id: replyToID, seq: seq, senderID: sender, preview: MessageReference.preview(of: body))
+                }
+                guard replyTo != nil else {
+                    results.append(.failure(ParleyError.invalidReply))
+                    continue
+                }
+            }
+            let mentions = try await resolveMentions(request.mentionedUsernames, conversationID: request.conversationID, on: db)
             let seq = lastSeq + 1
             lastSeqs[request.conversationID] = seq
-            let message = request.message(seq: seq)
+            let message = request.message(seq: seq, replyTo: replyTo, mentions: mentions)
             if let clientMsgID = request.clientMsgID {
                 // A second send of the same clientMsgId later in this batch replays this one.
                 known[DedupeKey(conversation: request.conversationID, sender: request.senderID, clientMsgID: clientMsgID)] = message
@@ -89,16 +110,30 @@ extension PostgresChatStore {
         }
         guard !inserts.isEmpty else { return results }
 
+        // Replies and mentions as arrays beside the messages: 0 is "no reply" (seqs start at 1), a
+        // mention list is text ("" for none) parsed back to uuid[].
         try await db.execute(
             """
-            INSERT INTO messages (conversation_id, seq, id, sender_id, body, client_msg_id, created_at)
-            SELECT c, s, i, u, b, CASE WHEN h THEN k END, t
+            INSERT INTO messages (conversation_id, seq, id, sender_id, body, client_msg_id, created_at, reply_to_seq, mentions, search)
+            SELECT c, s, i, u, b, CASE WHEN h THEN k END, t, NULLIF(r, 0), CASE WHEN mt = '' THEN NULL ELSE string_to_array(mt, ',')::uuid[] END,
+                   to_tsvector(\(searchLanguage)::regconfig, b) || ('c' || replace(c::text, '-', ''))::tsvector
             FROM unnest(\(inserts.map(\.conversationID))::uuid[], \(inserts.map(\.seq))::bigint[], \(inserts.map(\.id))::uuid[],
                         \(inserts.map(\.senderID))::uuid[], \(inserts.map(\.body))::text[], \(inserts.map { $0.clientMsgID != nil })::bool[],
-                        \(inserts.map { $0.clientMsgID ?? "" })::text[], \(inserts.map(\.createdAt.millis))::bigint[])
-              AS n(c, s, i, u, b, h, k, t)
+                        \(inserts.map { $0.clientMsgID ?? "" })::text[], \(inserts.map(\.createdAt.millis))::bigint[],
+                        \(inserts.map { $0.replyTo?.seq ?? 0 })::bigint[], \(inserts.map { $0.mentions.map(\.lowercased).joined(separator: ",") })::text[])
+              AS n(c, s, i, u, b, h, k, t, r, mt)
             """
         )
+        let mentioned = inserts.flatMap { message in message.mentions.map { (message.conversationID, $0, message.seq) } }
+        if !mentioned.isEmpty {
+            try await db.execute(
+                """
+                INSERT INTO mentions (conversation_id, user_id, seq)
+                SELECT * FROM unnest(\(mentioned.map(\.0))::uuid[], \(mentioned.map(\.1))::uuid[], \(mentioned.map(\.2))::bigint[])
+                ON CONFLICT DO NOTHING
+                """
+            )
+        }
         let updated = Array(newLastSeqs)
         try await db.execute(
             """
@@ -139,5 +174,20 @@ extension PostgresChatStore {
             ORDER BY ord
             """
         )
+    }
+
+    /// The members of the conversation named by `usernames`, in that order.
+    static func resolveMentions(_ usernames: [String], conversationID: UUID, on db: some PostgresQueryable) async throws -> [UUID] {
+        guard !usernames.isEmpty else { return [] }
+        var ids: [String: UUID] = [:]
+        for try await (username, id) in try await db.run(
+            """
+            SELECT u.username, u.id FROM users u JOIN members mb ON mb.user_id = u.id AND mb.conversation_id = \(conversationID)
+            WHERE u.username = ANY(\(usernames))
+            """
+        ).decode((String, UUID).self) {
+            ids[username] = id
+        }
+        return usernames.compactMap { ids[$0] }
     }
 }

@@ -36,16 +36,51 @@ extension PostgresQueryable {
         try await all(query, as: Column.self).first
     }
 
+    /// Messages from a query selecting `PostgresChatStore.messageSelect`'s columns, with their reactions.
     func messages(_ query: PostgresQuery) async throws -> [Message] {
+        try await messagesAndChangeKinds(query).messages
+    }
+
+    /// Messages as `messages(_:)` reads them, and the kind of each one's latest change.
+    func messagesAndChangeKinds(_ query: PostgresQuery) async throws -> (messages: [Message], kinds: [MessageChangeKind?]) {
         var messages: [Message] = []
-        for try await row in try await run(query).decode((UUID, Int64, UUID, UUID, String, String?, Int64).self) {
+        var kinds: [MessageChangeKind?] = []
+        var reacted: [Int] = []
+        for try await row in try await run(query).decode(
+            (UUID, Int64, UUID, UUID, String, String?, Int64, Int64?, Int64?, [UUID]?, Int32, Int64, UUID?, Int64?, UUID?, String?, String?)
+                .self
+        ) {
+            kinds.append(row.16.flatMap(MessageChangeKind.init(rawValue:)))
+            let (conversationID, seq, id, senderID, body, clientMsgID, createdAt, editedAt, deletedAt, mentions, reactionCount, changeSeq) =
+                (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9, row.10, row.11)
+            var replyTo: MessageReference?
+            if let replyID = row.12, let replySeq = row.13, let replySender = row.14 {
+                replyTo = MessageReference(id: replyID, seq: replySeq, senderID: replySender, preview: MessageReference.preview(of: row.15 ?? ""))
+            }
+            if reactionCount > 0 { reacted.append(messages.count) }
             messages.append(
                 Message(
-                    id: row.2, conversationID: row.0, seq: row.1, senderID: row.3, body: row.4, clientMsgID: row.5,
-                    createdAt: PostgresChatStore.date(row.6))
-            )
+                    id: id, conversationID: conversationID, seq: seq, senderID: senderID, body: body, clientMsgID: clientMsgID,
+                    createdAt: PostgresChatStore.date(createdAt), editedAt: editedAt.map(PostgresChatStore.date),
+                    deletedAt: deletedAt.map(PostgresChatStore.date), replyTo: replyTo, mentions: mentions ?? [], changeSeq: changeSeq))
         }
-        return messages
+        guard !reacted.isEmpty else { return (messages, kinds) }
+        var reactions: [MessageKey: [(emoji: String, userID: UUID)]] = [:]
+        for try await (conversation, seq, emoji, user) in try await run(
+            """
+            SELECT r.conversation_id, r.seq, r.emoji, r.user_id FROM reactions r
+            JOIN unnest(\(reacted.map { messages[$0].conversationID })::uuid[], \(reacted.map { messages[$0].seq })::bigint[]) AS k(c, s)
+              ON r.conversation_id = k.c AND r.seq = k.s
+            ORDER BY r.id
+            """
+        ).decode((UUID, Int64, String, UUID).self) {
+            reactions[MessageKey(conversation: conversation, seq: seq), default: []].append((emoji, user))
+        }
+        for i in reacted {
+            messages[i].reactions = ReactionSummary.summarize(
+                reactions[MessageKey(conversation: messages[i].conversationID, seq: messages[i].seq)] ?? [])
+        }
+        return (messages, kinds)
     }
 
     func users(_ query: PostgresQuery) async throws -> [User] {
@@ -85,8 +120,8 @@ extension PostgresQueryable {
         }
         let lastMessages = try await messages(
             """
-            SELECT \(unescaped: PostgresChatStore.messageColumns("m")) FROM conversations c
-            JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq
+            \(unescaped: PostgresChatStore.messageSelect)
+            JOIN conversations c ON m.conversation_id = c.id AND m.seq = c.last_seq
             WHERE c.id = ANY(\(ids))
             """
         )
@@ -94,10 +129,10 @@ extension PostgresQueryable {
         var conversations: [UUID: Conversation] = [:]
         for try await row in try await run(
             """
-            SELECT id, type, name, passcode_hash IS NOT NULL, last_seq, created_at, updated_at FROM conversations
+            SELECT id, type, name, passcode_hash IS NOT NULL, last_seq, created_at, updated_at, change_seq FROM conversations
             WHERE id = ANY(\(ids))
             """
-        ).decode((UUID, String, String?, Bool, Int64, Int64, Int64).self) {
+        ).decode((UUID, String, String?, Bool, Int64, Int64, Int64, Int64).self) {
             conversations[row.0] = Conversation(
                 id: row.0,
                 type: ConversationType(rawValue: row.1) ?? .group,
@@ -107,11 +142,18 @@ extension PostgresQueryable {
                 lastMessage: lastByConversation[row.0],
                 members: members[row.0] ?? [],
                 createdAt: PostgresChatStore.date(row.5),
-                updatedAt: PostgresChatStore.date(row.6)
+                updatedAt: PostgresChatStore.date(row.6),
+                changeSeq: row.7
             )
         }
         return ids.compactMap { conversations[$0] }
     }
+}
+
+/// A message by its place: conversation and seq.
+private struct MessageKey: Hashable {
+    var conversation: UUID
+    var seq: Int64
 }
 
 extension PostgresChatStore {
@@ -119,9 +161,12 @@ extension PostgresChatStore {
 
     static let userColumns = "id, username, email, display_name, created_at"
 
-    static func messageColumns(_ alias: String) -> String {
-        ["conversation_id", "seq", "id", "sender_id", "body", "client_msg_id", "created_at"].map { "\(alias).\($0)" }.joined(separator: ", ")
-    }
+    /// The columns `messages(_:)` decodes: the message `m`, then the message it replies to (`r`).
+    static let messageSelect = """
+        SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.body, m.client_msg_id, m.created_at, m.edited_at, m.deleted_at,
+               m.mentions, m.reaction_count, m.change_seq, r.id, r.seq, r.sender_id, r.body, m.change_kind
+        FROM messages m LEFT JOIN messages r ON r.conversation_id = m.conversation_id AND r.seq = m.reply_to_seq
+        """
 
     static func date(_ millis: Int64) -> Date {
         Date(timeIntervalSince1970: TimeInterval(millis) / 1000)

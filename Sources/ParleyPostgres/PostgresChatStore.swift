@@ -28,6 +28,9 @@ public final class PostgresChatStore: ChatStore {
         /// How long a node's lease on outbox shards lasts without renewal: a node that stops
         /// renewing (it died) loses its shards to the others after this long.
         public var outboxLease: Duration = .seconds(10)
+        /// The text-search configuration messages are indexed and searched with (`simple`: no
+        /// stemming, any language; or e.g. `english`, `german`). Changing it re-indexes at start.
+        public var searchLanguage: String = "simple"
 
         public init(host: String, port: Int = 5432, username: String, password: String?, database: String?) {
             self.host = host
@@ -60,6 +63,7 @@ public final class PostgresChatStore: ChatStore {
     public let outboxNode: String?
     /// The outbox shards this node relays; nil without an outbox.
     let leases: OutboxLeases?
+    let searchLanguage: String
 
     /// Configures the pool. Nothing connects until `run()` runs; then `migrate()` before serving.
     public init(configuration: Configuration, logger: Logger) {
@@ -82,6 +86,7 @@ public final class PostgresChatStore: ChatStore {
         self.host = "\(configuration.host):\(configuration.port)"
         self.outboxNode = configuration.outboxNode
         self.leases = configuration.outboxNode.map { OutboxLeases(node: $0, duration: configuration.outboxLease) }
+        self.searchLanguage = configuration.searchLanguage
     }
 
     /// Runs the connection pool for the life of the node (postgres-nio's client needs a task of its
@@ -97,6 +102,7 @@ public final class PostgresChatStore: ChatStore {
     /// if the database cannot be reached.
     public func migrate() async throws {
         try await PostgresSchema.migrate(client, logger: logger)
+        try await PostgresSchema.useSearchLanguage(searchLanguage, client, logger: logger)
         logger.info("PostgreSQL store ready", metadata: ["parley.postgres_host": "\(host)"])
     }
 
@@ -321,7 +327,19 @@ public final class PostgresChatStore: ChatStore {
                 """,
                 as: UUID.self
             )
-            return try await client.conversations(ids: ids)
+            var conversations = try await client.conversations(ids: ids)
+            var mentionCounts: [UUID: Int64] = [:]
+            for try await (conversationID, count) in try await client.run(
+                """
+                SELECT mt.conversation_id, COUNT(*) FROM mentions mt
+                JOIN members mb ON mb.conversation_id = mt.conversation_id AND mb.user_id = mt.user_id
+                WHERE mt.user_id = \(userID) AND mt.seq > mb.read_seq GROUP BY mt.conversation_id
+                """
+            ).decode((UUID, Int64).self) {
+                mentionCounts[conversationID] = count
+            }
+            for i in conversations.indices { conversations[i].mentionCount = mentionCounts[conversations[i].id] ?? 0 }
+            return conversations
         }
     }
 
@@ -461,26 +479,27 @@ public final class PostgresChatStore: ChatStore {
     // MARK: Messages
 
     public func appendBatch(_ requests: [SendRequest]) async throws -> [Result<SendResult, any Error>] {
-        try await transaction { [outboxNode] connection in try await Self.appendBatch(requests, outboxNode: outboxNode, on: connection) }
+        try await transaction { [outboxNode, searchLanguage] connection in
+            try await Self.appendBatch(requests, outboxNode: outboxNode, searchLanguage: searchLanguage, on: connection)
+        }
     }
 
     // MARK: Outbox
 
     public func messages(conversationID: UUID, member: UUID?, cursor: PageCursor, limit: Int) async throws -> MessagePage {
-        let columns = Self.messageColumns("m")
         let query: PostgresQuery
         switch cursor {
         case .latest:
-            query = "SELECT \(unescaped: columns) FROM messages m WHERE conversation_id = \(conversationID) ORDER BY seq DESC LIMIT \(limit + 1)"
+            query = "\(unescaped: Self.messageSelect) WHERE m.conversation_id = \(conversationID) ORDER BY m.seq DESC LIMIT \(limit + 1)"
         case .before(let seq):
             query = """
-                SELECT \(unescaped: columns) FROM messages m WHERE conversation_id = \(conversationID) AND seq < \(seq)
-                ORDER BY seq DESC LIMIT \(limit + 1)
+                \(unescaped: Self.messageSelect) WHERE m.conversation_id = \(conversationID) AND m.seq < \(seq)
+                ORDER BY m.seq DESC LIMIT \(limit + 1)
                 """
         case .after(let seq):
             query = """
-                SELECT \(unescaped: columns) FROM messages m WHERE conversation_id = \(conversationID) AND seq > \(seq)
-                ORDER BY seq ASC LIMIT \(limit + 1)
+                \(unescaped: Self.messageSelect) WHERE m.conversation_id = \(conversationID) AND m.seq > \(seq)
+                ORDER BY m.seq ASC LIMIT \(limit + 1)
                 """
         }
         let rows = try await guarded {

@@ -134,6 +134,48 @@ enum PostgresSchema {
                 "CREATE INDEX outbox_created_at ON outbox (created_at)",
             ]
         ),
+        Migration(
+            version: 4,
+            name: "message features",
+            statements: [
+                // Edits, deletions, replies, mentions, reactions, the change sequence for sync, and
+                // full-text search (`search`: the body's tsvector in the configured language plus a
+                // lexeme naming the conversation, so a search can be limited to the caller's
+                // conversations inside the index; null once deleted; `search_settings` records which
+                // language the index holds).
+                "ALTER TABLE conversations ADD COLUMN change_seq bigint NOT NULL DEFAULT 0",
+                """
+                ALTER TABLE messages ADD COLUMN edited_at bigint, ADD COLUMN deleted_at bigint, ADD COLUMN reply_to_seq bigint,
+                  ADD COLUMN mentions uuid[], ADD COLUMN reaction_count integer NOT NULL DEFAULT 0,
+                  ADD COLUMN change_seq bigint NOT NULL DEFAULT 0, ADD COLUMN change_kind text, ADD COLUMN search tsvector
+                """,
+                "CREATE INDEX messages_changes ON messages (conversation_id, change_seq) WHERE change_seq > 0",
+                """
+                CREATE TABLE reactions (
+                    id bigserial PRIMARY KEY,
+                    conversation_id uuid NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                    seq bigint NOT NULL,
+                    emoji text NOT NULL,
+                    user_id uuid NOT NULL,
+                    created_at bigint NOT NULL,
+                    UNIQUE (conversation_id, seq, emoji, user_id)
+                )
+                """,
+                """
+                CREATE TABLE mentions (
+                    conversation_id uuid NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                    user_id uuid NOT NULL,
+                    seq bigint NOT NULL,
+                    PRIMARY KEY (conversation_id, user_id, seq)
+                )
+                """,
+                "CREATE INDEX mentions_user ON mentions (user_id)",
+                "UPDATE messages SET search = to_tsvector('simple', body) || ('c' || replace(conversation_id::text, '-', ''))::tsvector",
+                "CREATE INDEX messages_search ON messages USING gin (search)",
+                "CREATE TABLE search_settings (id integer PRIMARY KEY CHECK (id = 1), language text NOT NULL)",
+                "INSERT INTO search_settings (id, language) VALUES (1, 'simple')",
+            ]
+        ),
     ]
 
     /// Applies every migration this database has not seen yet.
@@ -158,6 +200,38 @@ enum PostgresSchema {
                 )
                 logger.info("applied PostgreSQL migration", metadata: ["parley.migration": "\(migration.version)_\(migration.name)"])
             }
+        }
+    }
+
+    /// Makes the search index hold `language`: checks that PostgreSQL knows the configuration (a
+    /// start-up error naming the setting if not) and, when the index was built with another one,
+    /// re-indexes every message under the migration lock.
+    static func useSearchLanguage(_ language: String, _ client: PostgresClient, logger: Logger) async throws {
+        let known = try await client.query("SELECT 1 FROM pg_ts_config WHERE cfgname = \(language)", logger: logger).decode(Int32.self)
+        var exists = false
+        for try await _ in known { exists = true }
+        guard exists else {
+            throw ParleyError.invalid(
+                "PARLEY_SEARCH_LANGUAGE: PostgreSQL has no text search configuration named \"\(language)\" (see \\dF in psql).",
+                code: "invalid_configuration")
+        }
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(lockKey))", logger: logger)
+            var current: String?
+            for try await value in try await connection.query("SELECT language FROM search_settings WHERE id = 1", logger: logger).decode(
+                String.self)
+            {
+                current = value
+            }
+            guard current != language else { return }
+            logger.notice(
+                "re-indexing messages for search", metadata: ["parley.search_language": "\(language)", "parley.previous": "\(current ?? "")"])
+            try await connection.query(
+                """
+                UPDATE messages SET search = to_tsvector(\(language)::regconfig, body) || ('c' || replace(conversation_id::text, '-', ''))::tsvector
+                WHERE deleted_at IS NULL
+                """, logger: logger)
+            try await connection.query("UPDATE search_settings SET language = \(language) WHERE id = 1", logger: logger)
         }
     }
 }

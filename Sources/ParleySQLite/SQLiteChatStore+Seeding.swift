@@ -24,15 +24,20 @@ extension SQLiteChatStore {
                 guard let last = try Int64.fetchOne(db, sql: "SELECT last_seq FROM conversations WHERE id = ?", arguments: [cid]) else {
                     throw ParleyError.conversationNotFound
                 }
+                // Indexed for search like sent messages (the insert trigger fills the index).
+                let searchBase = try Int64.fetchOne(db, sql: "SELECT IFNULL(MAX(search_id), 0) FROM messages") ?? 0
                 let insert = try db.cachedStatement(
-                    sql: "INSERT INTO messages (conversation_id, seq, id, sender_id, body, client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, NULL, ?)"
+                    sql: """
+                        INSERT INTO messages (conversation_id, seq, id, sender_id, body, client_msg_id, created_at, search_id)
+                        VALUES (?, ?, ?, ?, ?, NULL, ?, ?)
+                        """
                 )
                 for offset in 0..<take {
                     let seq = last + Int64(offset) + 1
                     let index = first + offset
                     try insert.execute(arguments: [
                         cid, seq, UUID.v7().lowercased, senders[index % senders.count], bodies[offset],
-                        end - Int64(count - index) * 1000,
+                        end - Int64(count - index) * 1000, searchBase + Int64(offset) + 1,
                     ])
                 }
                 try db.execute(

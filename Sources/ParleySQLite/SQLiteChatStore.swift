@@ -261,7 +261,21 @@ public final class SQLiteChatStore: ChatStore {
                         """),
                 arguments: [userID.lowercased, limit]
             )
-            return try ids.compactMap { try Self.conversation(db, id: $0) }
+            var mentionCounts: [String: Int64] = [:]
+            let counts = try Row.fetchCursor(
+                db.cachedStatement(
+                    sql: """
+                        SELECT mt.conversation_id, COUNT(*) FROM mentions mt
+                        JOIN members mb ON mb.conversation_id = mt.conversation_id AND mb.user_id = mt.user_id
+                        WHERE mt.user_id = ? AND mt.seq > mb.read_seq GROUP BY mt.conversation_id
+                        """),
+                arguments: [userID.lowercased])
+            while let row = try counts.next() { mentionCounts[row[0]] = row[1] }
+            return try ids.compactMap { id in
+                var conversation = try Self.conversation(db, id: id)
+                conversation?.mentionCount = mentionCounts[id] ?? 0
+                return conversation
+            }
         }
     }
 
@@ -425,10 +439,11 @@ public final class SQLiteChatStore: ChatStore {
             var senderSeqs: [String: Int64] = [:]
         }
         var conversations: [String: ConversationState] = [:]
+        // search_id: the next key of the full-text index (read from its index, not a scan).
         let insert = try db.cachedStatement(
             sql: """
-                INSERT OR IGNORE INTO messages (conversation_id, seq, id, sender_id, body, client_msg_id, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
+                INSERT OR IGNORE INTO messages (conversation_id, seq, id, sender_id, body, client_msg_id, created_at, reply_to_seq, mentions, search_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT IFNULL(MAX(search_id), 0) + 1 FROM messages))
                 """
         )
         var results: [Result<SendResult, any Error>] = []
@@ -452,26 +467,53 @@ public final class SQLiteChatStore: ChatStore {
             }
             let seq = state.lastSeq + 1
             let createdAt = request.createdAt.millis
-            try insert.execute(arguments: [cid, seq, request.messageID.lowercased, sender, request.body, request.clientMsgID, createdAt])
+            var replyTo: MessageReference?
+            if let replyToID = request.replyToID {
+                guard
+                    let row = try Row.fetchOne(
+                        db.cachedStatement(sql: "SELECT seq, sender_id, body FROM messages WHERE id = ? AND conversation_id = ?"),
+                        arguments: [replyToID.lowercased, cid])
+                else {
+                    // A replay is answered with its original whatever it names now.
+                    if let clientMsgID = request.clientMsgID,
+                        let row = try Row.fetchOne(
+                            db.cachedStatement(sql: messageSelect + " WHERE m.conversation_id = ? AND m.sender_id = ? AND m.client_msg_id = ?"),
+                            arguments: [cid, sender, clientMsgID])
+                    {
+                        results.append(.success(SendResult(message: try messages(db, rows: [row])[0], replayed: true)))
+                    } else {
+                        results.append(.failure(ParleyError.invalidReply))
+                    }
+                    continue
+                }
+                replyTo = MessageReference(id: replyToID, seq: row[0], senderID: uuid(row[1]), preview: MessageReference.preview(of: row[2]))
+            }
+            let mentions = try resolveMentions(db, conversationID: cid, usernames: request.mentionedUsernames)
+            try insert.execute(arguments: [
+                cid, seq, request.messageID.lowercased, sender, request.body, request.clientMsgID, createdAt, replyTo?.seq,
+                mentionsText(mentions),
+            ])
             if db.changesCount == 0 {
                 // The dedupe index already holds this (sender, clientMsgId): a replay.
                 guard let clientMsgID = request.clientMsgID,
                     let row = try Row.fetchOne(
-                        db.cachedStatement(sql: "SELECT * FROM messages WHERE conversation_id = ? AND sender_id = ? AND client_msg_id = ?"),
+                        db.cachedStatement(sql: messageSelect + " WHERE m.conversation_id = ? AND m.sender_id = ? AND m.client_msg_id = ?"),
                         arguments: [cid, sender, clientMsgID]
                     )
                 else {
                     results.append(.failure(ParleyError.internal(detail: "message insert was ignored without a duplicate")))
                     continue
                 }
-                results.append(.success(SendResult(message: message(row), replayed: true)))
+                let original = try messages(db, rows: [row])[0]
+                results.append(.success(SendResult(message: original, replayed: true)))
                 continue
             }
+            try insertMentions(db, conversationID: cid, seq: seq, users: mentions)
             state.lastSeq = seq
             state.updatedAt = max(state.updatedAt, createdAt)
             state.senderSeqs[sender] = seq
             conversations[cid] = state
-            let message = request.message(seq: seq)
+            let message = request.message(seq: seq, replyTo: replyTo, mentions: mentions)
             if let outboxNode {
                 try writeEvent(.messageCreated(message, node: outboxNode), db: db)
             }
@@ -597,21 +639,21 @@ public final class SQLiteChatStore: ChatStore {
             switch cursor {
             case .latest:
                 rows = try Row.fetchAll(
-                    db.cachedStatement(sql: "SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?"),
+                    db.cachedStatement(sql: Self.messageSelect + " WHERE m.conversation_id = ? ORDER BY m.seq DESC LIMIT ?"),
                     arguments: [cid, limit + 1]
                 )
             case .before(let seq):
                 rows = try Row.fetchAll(
-                    db.cachedStatement(sql: "SELECT * FROM messages WHERE conversation_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?"),
+                    db.cachedStatement(sql: Self.messageSelect + " WHERE m.conversation_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?"),
                     arguments: [cid, seq, limit + 1]
                 )
             case .after(let seq):
                 rows = try Row.fetchAll(
-                    db.cachedStatement(sql: "SELECT * FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq ASC LIMIT ?"),
+                    db.cachedStatement(sql: Self.messageSelect + " WHERE m.conversation_id = ? AND m.seq > ? ORDER BY m.seq ASC LIMIT ?"),
                     arguments: [cid, seq, limit + 1]
                 )
             }
-            var messages = rows.prefix(limit).map(Self.message)
+            var messages = try Self.messages(db, rows: Array(rows.prefix(limit)))
             if case .after = cursor {} else { messages.reverse() }
             return MessagePage(messages: messages, hasMore: rows.count > limit)
         }

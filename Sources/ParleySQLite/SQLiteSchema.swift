@@ -97,6 +97,75 @@ enum SQLiteSchema {
             // envelope.
             try db.execute(sql: "CREATE INDEX outbox_created_at ON outbox (created_at)")
         }
+        migrator.registerMigration("v5_message_features") { db in
+            // Edits, deletions, replies, mentions, reactions, the change sequence for sync, and
+            // full-text search.
+            try db.execute(
+                sql: """
+                    ALTER TABLE conversations ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE messages ADD COLUMN edited_at INTEGER;
+                    ALTER TABLE messages ADD COLUMN deleted_at INTEGER;
+                    ALTER TABLE messages ADD COLUMN reply_to_seq INTEGER;
+                    ALTER TABLE messages ADD COLUMN mentions TEXT;
+                    ALTER TABLE messages ADD COLUMN reaction_count INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE messages ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE messages ADD COLUMN change_kind TEXT;
+                    ALTER TABLE messages ADD COLUMN search_id INTEGER;
+                    CREATE INDEX messages_changes ON messages (conversation_id, change_seq) WHERE change_seq > 0;
+
+                    -- Reactions in the order they were made (rowid).
+                    CREATE TABLE reactions (
+                        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                        seq INTEGER NOT NULL,
+                        emoji TEXT NOT NULL,
+                        user_id TEXT NOT NULL,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE UNIQUE INDEX reactions_unique ON reactions (conversation_id, seq, emoji, user_id);
+
+                    -- Who is mentioned where; unread mentions are those above the member's read_seq.
+                    CREATE TABLE mentions (
+                        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                        user_id TEXT NOT NULL,
+                        seq INTEGER NOT NULL,
+                        PRIMARY KEY (conversation_id, user_id, seq)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX mentions_user ON mentions (user_id);
+
+                    -- Full-text index over the bodies, reading them from messages through a view (no
+                    -- second copy). `conv` is a token naming the conversation, so that a search can
+                    -- be limited to the caller's conversations inside the index. search_id is the
+                    -- integer key FTS5 needs; the triggers keep the index in step with every insert,
+                    -- edit, deletion and cascade.
+                    WITH numbered AS (SELECT conversation_id, seq, row_number() OVER (ORDER BY created_at, id) AS n FROM messages)
+                    UPDATE messages SET search_id = numbered.n FROM numbered
+                    WHERE messages.conversation_id = numbered.conversation_id AND messages.seq = numbered.seq;
+                    CREATE UNIQUE INDEX messages_search_id ON messages (search_id);
+                    CREATE VIEW message_search_source AS
+                        SELECT search_id, body, 'c' || replace(conversation_id, '-', '') AS conv FROM messages WHERE deleted_at IS NULL;
+                    CREATE VIRTUAL TABLE message_search USING fts5 (
+                        body, conv, content = 'message_search_source', content_rowid = 'search_id',
+                        tokenize = 'unicode61 remove_diacritics 2'
+                    );
+                    INSERT INTO message_search (message_search) VALUES ('rebuild');
+                    CREATE TRIGGER messages_search_insert AFTER INSERT ON messages
+                    WHEN new.search_id IS NOT NULL AND new.deleted_at IS NULL BEGIN
+                        INSERT INTO message_search (rowid, body, conv) VALUES (new.search_id, new.body, 'c' || replace(new.conversation_id, '-', ''));
+                    END;
+                    CREATE TRIGGER messages_search_delete AFTER DELETE ON messages
+                    WHEN old.search_id IS NOT NULL AND old.deleted_at IS NULL BEGIN
+                        INSERT INTO message_search (message_search, rowid, body, conv)
+                        VALUES ('delete', old.search_id, old.body, 'c' || replace(old.conversation_id, '-', ''));
+                    END;
+                    CREATE TRIGGER messages_search_update AFTER UPDATE OF body ON messages WHEN old.search_id IS NOT NULL BEGIN
+                        INSERT INTO message_search (message_search, rowid, body, conv)
+                        SELECT 'delete', old.search_id, old.body, 'c' || replace(old.conversation_id, '-', '') WHERE old.deleted_at IS NULL;
+                        INSERT INTO message_search (rowid, body, conv)
+                        SELECT new.search_id, new.body, 'c' || replace(new.conversation_id, '-', '') WHERE new.deleted_at IS NULL;
+                    END;
+                    """
+            )
+        }
         return migrator
     }
 }

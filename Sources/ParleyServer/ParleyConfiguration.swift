@@ -127,6 +127,9 @@ public struct ParleyConfiguration: Sendable {
     /// Largest request body in bytes.
     public var maxRequestBytes = 64 * 1024
     public var limits = Limits()
+    /// `PARLEY_SEARCH_LANGUAGE`: the PostgreSQL text search configuration messages are indexed with
+    /// (`simple` by default: no stemming, fine for any language). SQLite ignores it.
+    public var searchLanguage = "simple"
     /// Serve the web client from this directory instead of the bundled copy (for working on it).
     public var webDirectory: String?
     public var rateLimits = RateLimits()
@@ -271,6 +274,16 @@ public struct ParleyConfiguration: Sendable {
         if let v = try int("MAX_REQUEST_BYTES") { maxRequestBytes = v }
         if let v = value("WEB_DIR") { webDirectory = v }
         if let v = try int("MAX_MESSAGE_BYTES") { limits.maxMessageBytes = v }
+        if let v = try int("MAX_REACTIONS_PER_MESSAGE") {
+            guard (1...100).contains(v) else { throw ConfigurationError("PARLEY_MAX_REACTIONS_PER_MESSAGE must be 1–100, got \(v)") }
+            limits.maxReactionsPerMessage = v
+        }
+        if let v = value("SEARCH_LANGUAGE") {
+            guard v.utf8.count <= 63, v.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) else {
+                throw ConfigurationError("PARLEY_SEARCH_LANGUAGE must name a text search configuration such as simple or english, got \"\(v)\"")
+            }
+            searchLanguage = v.lowercased()
+        }
         if let v = try bool("RATE_LIMITS"), !v { rateLimits = .unlimited }
         if let v = try int("WS_MAX_FRAME_BYTES") { gateway.maxFrameBytes = v }
         if let v = try int("WS_QUEUE_LIMIT") { gateway.outboundQueueLimit = v }

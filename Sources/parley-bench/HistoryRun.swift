@@ -4,10 +4,14 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// The `history` scenario: open-loop `GET /conversations/{id}/messages?before=S&limit=N` at a fixed
-/// total rate over keep-alive HTTP connections (pipelined, so a slow answer delays the ones behind
-/// it and that delay is measured). Latency runs from the scheduled time to the last byte of the
-/// answer; every page is checked for the right count and the right first seq.
+/// The read scenarios: open-loop HTTP GETs at a fixed total rate over keep-alive connections
+/// (pipelined, so a slow answer delays the ones behind it and that delay is measured). Latency runs
+/// from the scheduled time to the last byte of the answer.
+///
+/// - `history`: `GET /conversations/{id}/messages?before=S&limit=N`; every page is checked for the
+///   right count and the right first seq.
+/// - `search`: `GET /search?q=…` with words of the seeded history (one word, two words, or a
+///   prefix); every answer must be a 200 with a result list.
 struct HistoryRun {
     struct Reader {
         var token: String
@@ -15,12 +19,17 @@ struct HistoryRun {
         var lastSeq: Int
     }
 
+    enum Workload {
+        case history(limit: Int)
+        case search(terms: [String])
+    }
+
     var baseURL: String
     var readers: [Reader]
     var rate: Double
     var warmup: Double
     var duration: Double
-    var limit: Int
+    var workload: Workload
     var serverPID: Int32?
 
     func run() async throws -> Report {
@@ -37,7 +46,7 @@ struct HistoryRun {
         var channels: [(any Channel, HistoryClient)] = []
         for (index, reader) in readers.enumerated() {
             let client = HistoryClient(
-                index: index, connections: readers.count, reader: reader, host: "\(host):\(port)", limit: limit,
+                index: index, connections: readers.count, reader: reader, host: "\(host):\(port)", workload: workload,
                 intervalNanos: UInt64(interval * 1e9), progress: progress,
                 clock: clockBox)
             let channel = try await ClientBootstrap(group: group)
@@ -90,9 +99,14 @@ struct HistoryRun {
         counts.connections = readers.count
         counts.expectedDeliveries = counts.sent
         counts.lost = max(0, counts.sent - counts.delivered)
+        let (scenario, target) =
+            switch workload {
+            case .history(let limit): ("history", baseURL + "/api/v1/conversations/{id}/messages?before=S&limit=\(limit)")
+            case .search: ("search", baseURL + "/api/v1/search?q=…")
+            }
         return Report(
-            scenario: "history",
-            target: baseURL + "/api/v1/conversations/{id}/messages?before=S&limit=\(limit)",
+            scenario: scenario,
+            target: target,
             startedAt: ISO8601DateFormatter().string(from: startedAt),
             rate: rate,
             warmupSeconds: warmup,
@@ -110,7 +124,7 @@ struct HistoryRun {
     }
 }
 
-/// One keep-alive HTTP connection reading history pages on an open-loop schedule.
+/// One keep-alive HTTP connection reading on an open-loop schedule.
 final class HistoryClient: ChannelInboundHandler, @unchecked Sendable {
     // All state is confined to the channel's event loop.
     typealias InboundIn = HTTPClientResponsePart
@@ -120,7 +134,7 @@ final class HistoryClient: ChannelInboundHandler, @unchecked Sendable {
     private let connections: Int
     private let reader: HistoryRun.Reader
     private let host: String
-    private let limit: Int
+    private let workload: HistoryRun.Workload
     private let intervalNanos: UInt64
     private let progress: Progress
     private let clockBox: ClockBox
@@ -136,13 +150,14 @@ final class HistoryClient: ChannelInboundHandler, @unchecked Sendable {
     private var body: ByteBuffer?
 
     init(
-        index: Int, connections: Int, reader: HistoryRun.Reader, host: String, limit: Int, intervalNanos: UInt64, progress: Progress, clock: ClockBox
+        index: Int, connections: Int, reader: HistoryRun.Reader, host: String, workload: HistoryRun.Workload, intervalNanos: UInt64,
+        progress: Progress, clock: ClockBox
     ) {
         self.index = index
         self.connections = connections
         self.reader = reader
         self.host = host
-        self.limit = limit
+        self.workload = workload
         self.intervalNanos = intervalNanos
         self.progress = progress
         self.clockBox = clock
@@ -167,10 +182,17 @@ final class HistoryClient: ChannelInboundHandler, @unchecked Sendable {
 
     private func request(scheduled: UInt64) {
         guard let context else { return }
-        // A random full page: before ∈ [limit + 1, lastSeq + 1].
-        let before = Int.random(in: (limit + 1)...max(limit + 1, reader.lastSeq + 1), using: &random)
-        var head = HTTPRequestHead(
-            version: .http1_1, method: .GET, uri: "/api/v1/conversations/\(reader.conversationID)/messages?before=\(before)&limit=\(limit)")
+        let uri: String
+        var before = 0
+        switch workload {
+        case .history(let limit):
+            // A random full page: before ∈ [limit + 1, lastSeq + 1].
+            before = Int.random(in: (limit + 1)...max(limit + 1, reader.lastSeq + 1), using: &random)
+            uri = "/api/v1/conversations/\(reader.conversationID)/messages?before=\(before)&limit=\(limit)"
+        case .search(let terms):
+            uri = "/api/v1/search?limit=20&q=" + Self.query(terms, using: &random)
+        }
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri)
         head.headers.add(name: "Host", value: host)
         head.headers.add(name: "Authorization", value: "Bearer \(reader.token)")
         context.write(wrapOutboundOut(.head(head)), promise: nil)
@@ -178,6 +200,25 @@ final class HistoryClient: ChannelInboundHandler, @unchecked Sendable {
         inFlight.append((scheduled, before))
         stats.recordSent(second: clock.second(scheduled))
         progress.sent.add(1, ordering: .relaxed)
+    }
+
+    /// A search query, URL-encoded: one word (70 %), two words (15 %) or a word's first four
+    /// letters as a prefix (15 %).
+    static func query(_ terms: [String], using random: inout SystemRandomNumberGenerator) -> String {
+        let word = terms.randomElement(using: &random) ?? "a"
+        switch Int.random(in: 0..<100, using: &random) {
+        case 0..<70: return word
+        case 70..<85: return word + "%20" + (terms.randomElement(using: &random) ?? word)
+        default: return String(word.prefix(4)) + "%2A"
+        }
+    }
+
+    /// Whether an answer is what the workload expects.
+    private func isGood(_ body: ByteBuffer, before: Int) -> Bool {
+        switch workload {
+        case .history(let limit): Self.isPage(body, firstSeq: before - limit, count: limit)
+        case .search: String(buffer: body).contains(#""results":["#)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -198,7 +239,7 @@ final class HistoryClient: ChannelInboundHandler, @unchecked Sendable {
             let now = uptimeNanos()
             stats.acked += 1
             progress.acked.add(1, ordering: .relaxed)
-            if status == .ok, let body, Self.isPage(body, firstSeq: before - limit, count: limit) {
+            if status == .ok, let body, isGood(body, before: before) {
                 progress.delivered.add(1, ordering: .relaxed)
                 stats.record(
                     endToEndMicros: now > scheduled ? (now - scheduled) / 1000 : 0, second: clock.second(now),

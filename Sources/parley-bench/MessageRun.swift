@@ -18,6 +18,8 @@ struct SeedFile: Decodable {
     }
 
     var users: [User]
+    /// Words of the seeded history, for search queries (`parley seed --messages`).
+    var searchTerms: [String]?
     var conversations: [Conversation]
 }
 

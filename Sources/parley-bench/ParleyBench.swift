@@ -6,7 +6,7 @@ struct ParleyBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley-bench",
         abstract: "Load generator for Parley: open-loop message load, latency from the scheduled send time, loss and order checks.",
-        subcommands: [Direct.self, GroupLoad.self, Connect.self, History.self, Relay.self, OutboxBench.self]
+        subcommands: [Direct.self, GroupLoad.self, Connect.self, History.self, Search.self, Relay.self, OutboxBench.self]
     )
 }
 
@@ -185,7 +185,43 @@ struct History: AsyncParsableCommand {
                 token: file.users[conversation.members[0]].token, conversationID: conversation.id, lastSeq: conversation.lastSeq ?? 0)
         }
         let report = try await HistoryRun(
-            baseURL: url, readers: readers, rate: rate, warmup: warmup, duration: duration, limit: limit, serverPID: output.serverPID
+            baseURL: url, readers: readers, rate: rate, warmup: warmup, duration: duration, workload: .history(limit: limit),
+            serverPID: output.serverPID
+        ).run()
+        try output.finish(report)
+    }
+}
+
+struct Search: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Open-loop full-text searches over keep-alive HTTP, each by a seeded user over their conversations.",
+        discussion: "Seed with history first: `parley seed --users 2N --messages M --out seed.json` (its words are the queries)."
+    )
+
+    @Option(help: "HTTP base URL of the server.") var url = "http://127.0.0.1:8080"
+    @Option(help: "The file written by `parley seed --messages`.") var seed: String
+    @Option(help: "Keep-alive HTTP connections (each searches as one seeded user).") var connections = 16
+    @Option(help: "Total searches per second (open loop).") var rate = 200.0
+    @Option(help: "Measured seconds, after the warm-up.") var duration = 20.0
+    @Option(help: "Warm-up seconds, left out of the latency figures.") var warmup = 3.0
+    @OptionGroup var output: ReportOptions
+
+    func run() async throws {
+        raiseOpenFileLimit()
+        let file = try JSONDecoder().decode(SeedFile.self, from: Data(contentsOf: URL(fileURLWithPath: seed)))
+        guard let terms = file.searchTerms, !terms.isEmpty, !file.conversations.isEmpty else {
+            throw ValidationError("the seed has no search terms; seed with --messages")
+        }
+        guard connections > 0, rate > 0 else { throw ValidationError("need connections > 0 and rate > 0") }
+        let readers = (0..<connections).map { index in
+            let conversation = file.conversations[index % file.conversations.count]
+            return HistoryRun.Reader(
+                token: file.users[conversation.members[index % conversation.members.count]].token, conversationID: conversation.id,
+                lastSeq: conversation.lastSeq ?? 0)
+        }
+        let report = try await HistoryRun(
+            baseURL: url, readers: readers, rate: rate, warmup: warmup, duration: duration, workload: .search(terms: terms),
+            serverPID: output.serverPID
         ).run()
         try output.finish(report)
     }

@@ -46,6 +46,8 @@ struct Seed: AsyncParsableCommand {
         var password: String
         var users: [SeedUser]
         var conversations: [SeedConversation]
+        /// Words of the history, for `parley-bench search` (with --messages).
+        var searchTerms: [String]?
     }
 
     func run() async throws {
@@ -59,9 +61,7 @@ struct Seed: AsyncParsableCommand {
         config.dataDirectory = dataDirectory
         if let store = self.store { config.store = try .init(parsing: store) }
         if config.store != .sqlite {
-            guard config.jwtSecret != nil, messagesPerConversation == 0 else {
-                throw ValidationError("seeding PostgreSQL needs the cluster's PARLEY_JWT_SECRET, and supports no --messages")
-            }
+            guard config.jwtSecret != nil else { throw ValidationError("seeding PostgreSQL needs the cluster's PARLEY_JWT_SECRET") }
         } else {
             config.sqliteSynchronousFull = false
             try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
@@ -125,23 +125,82 @@ struct Seed: AsyncParsableCommand {
                 conversations.append(SeedConversation(id: group.id.lowercased, members: members, lastSeq: messagesPerConversation))
             }
         }
-        if messagesPerConversation > 0, let store = store as? SQLiteChatStore {
-            let filler = String(repeating: "lorem ipsum ", count: 6)
+        if messagesPerConversation > 0 {
             for (number, conversation) in conversations.enumerated() {
-                try await store.seedHistory(
-                    conversationID: UUID(uuidString: conversation.id)!,
-                    senderIDs: conversation.members.prefix(2).map { ids[$0] },
-                    count: messagesPerConversation
-                ) { seq in "history \(seq) \(filler)" }
+                var text = BenchText(seed: UInt64(number))
+                let conversationID = UUID(uuidString: conversation.id)!
+                let senders = conversation.members.prefix(2).map { ids[$0] }
+                if let store = store as? SQLiteChatStore {
+                    try await store.seedHistory(conversationID: conversationID, senderIDs: senders, count: messagesPerConversation) { _ in
+                        text.sentence()
+                    }
+                } else if let store = store as? PostgresChatStore {
+                    try await store.seedHistory(conversationID: conversationID, senderIDs: senders, count: messagesPerConversation) { _ in
+                        text.sentence()
+                    }
+                }
                 if number % 100 == 99 || number == conversations.count - 1 {
                     FileHandle.standardError.write(Data("\rhistory: \(number + 1)/\(conversations.count) conversations".utf8))
                 }
             }
             FileHandle.standardError.write(Data("\n".utf8))
         }
-        let data = try JSONEncoder().encode(SeedFile(password: password, users: seeded, conversations: conversations))
+        let data = try JSONEncoder().encode(
+            SeedFile(
+                password: password, users: seeded, conversations: conversations,
+                searchTerms: messagesPerConversation > 0 ? BenchText.searchTerms : nil))
         try data.write(to: URL(fileURLWithPath: out))
         let history = messagesPerConversation > 0 ? ", \(messagesPerConversation * conversations.count) messages" : ""
         return "seed: \(users) users, \(conversations.count) \(layout) conversations\(history) in \(ContinuousClock.now - started) → \(out)"
+    }
+}
+
+/// Chat-like filler for seeded history: sentences of 4–16 words drawn from a vocabulary of made-up
+/// words with a skewed frequency (the word of rank r is used about 1/r as often as the first), so
+/// searches for seeded words find some messages and not all. Deterministic for a given seed.
+struct BenchText {
+    static let vocabulary: [String] = {
+        let syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "de", "po", "gu", "ba", "fe", "ri", "to", "la", "ze", "mo", "chi", "an"]
+        var generator = SplitMix64(state: 0x5EED)
+        var words: [String] = []
+        var seen = Set<String>()
+        while words.count < 4000 {
+            let count = 2 + Int(generator.next() % 2)
+            let word = (0..<count).map { _ in syllables[Int(generator.next() % UInt64(syllables.count))] }.joined()
+            if seen.insert(word).inserted { words.append(word) }
+        }
+        return words
+    }()
+
+    /// Words for search queries: ranks 20 to 2,000, every tenth (common to rare).
+    static let searchTerms: [String] = stride(from: 20, to: 2000, by: 10).map { vocabulary[$0] }
+
+    private var generator: SplitMix64
+
+    init(seed: UInt64) {
+        generator = SplitMix64(state: seed &* 0x9E37_79B9_7F4A_7C15 &+ 1)
+    }
+
+    mutating func sentence() -> String {
+        let count = 4 + Int(generator.next() % 13)
+        return (0..<count).map { _ in
+            // Log-uniform rank: P(rank r) ∝ 1/r.
+            let u = Double(generator.next() >> 11) / Double(1 << 53)
+            let rank = min(Self.vocabulary.count - 1, Int(pow(Double(Self.vocabulary.count), u)) - 1)
+            return Self.vocabulary[max(0, rank)]
+        }.joined(separator: " ")
+    }
+}
+
+/// A small, fast, seedable generator (SplitMix64).
+struct SplitMix64 {
+    var state: UInt64
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

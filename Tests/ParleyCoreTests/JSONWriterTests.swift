@@ -26,14 +26,23 @@ struct JSONWriterTests {
             "",
         ]
         for (index, body) in bodies.enumerated() {
+            // Every other message carries the later fields: edited, a reply, mentions and reactions
+            // (a deleted one has its body erased).
+            let full = index % 2 == 1
             let message = Message(
                 id: .v7(), conversationID: .v7(), seq: Int64(index + 1), senderID: .v7(), body: body,
                 clientMsgID: index % 2 == 0 ? "c\"\(index)" : nil,
-                createdAt: .now)
+                createdAt: .now, editedAt: full ? .now : nil, deletedAt: body.isEmpty ? .now : nil,
+                replyTo: full ? MessageReference(id: .v7(), seq: 1, senderID: .v7(), preview: "quoted \"\(body)\"") : nil,
+                mentions: full ? [.v7(), .v7()] : [],
+                reactions: full
+                    ? [ReactionSummary(emoji: "👍🏽", count: 3, userIDs: [.v7(), .v7()]), ReactionSummary(emoji: "❤️", count: 1, userIDs: [.v7()])] : [])
             let event = try StreamEvent.messageCreated(message, node: "node \"a\"")
             struct Payload: Encodable { var message: MessageDTO }
             var truncated = message
             truncated.createdAt = message.createdAt.truncatedToMillis
+            truncated.editedAt = message.editedAt?.truncatedToMillis
+            truncated.deletedAt = message.deletedAt?.truncatedToMillis
             let expected =
                 try JSONSerialization.jsonObject(with: WireJSON.encoder.encode(Payload(message: MessageDTO(message: truncated)))) as? NSDictionary
             let actual = try JSONSerialization.jsonObject(with: Data(event.data)) as? NSDictionary

@@ -28,6 +28,8 @@ struct AuthTests {
             let cookies = reply.headers[values: .setCookie]
             #expect(cookies.contains { $0.hasPrefix("parley_access=") && $0.contains("HttpOnly") && $0.contains("SameSite=Lax") })
             #expect(cookies.contains { $0.hasPrefix("parley_refresh=") && $0.contains("HttpOnly") && $0.contains("Path=/api/v1/auth") })
+            // The web client's hint that a session exists holds no credential, so scripts may read it.
+            #expect(cookies.contains { $0.hasPrefix("parley_signed_in=1;") && !$0.contains("HttpOnly") && $0.contains("SameSite=Strict") })
             #expect(!reply.text.contains("password"))
         }
     }
@@ -136,6 +138,7 @@ struct AuthTests {
             let reply = try await client.request(.post, "/api/v1/auth/logout", token: alice.accessToken)
             #expect(reply.status == .noContent)
             #expect(reply.headers[values: .setCookie].contains { $0.hasPrefix("parley_access=;") && $0.contains("Max-Age=0") })
+            #expect(reply.headers[values: .setCookie].contains { $0.hasPrefix("parley_signed_in=;") && $0.contains("Max-Age=0") })
             let me = try await client.request(.get, "/api/v1/users/me", token: alice.accessToken)
             #expect(me.status == .unauthorized)
             #expect(me.errorCode == "session_revoked")

@@ -21,7 +21,11 @@ struct MessageTests {
             #expect(message["senderId"].string == alice.id)
             #expect(message["conversationId"].string == id)
             #expect(message["clientMsgId"].string == "c-1")
-            #expect(message.keys == ["id", "conversationId", "seq", "senderId", "body", "clientMsgId", "createdAt"])
+            #expect(
+                message.keys == [
+                    "id", "conversationId", "seq", "senderId", "body", "clientMsgId", "createdAt", "editedAt", "deletedAt", "replyTo", "mentions",
+                    "reactions",
+                ])
 
             let replay = try await client.send(alice, id, "hello", clientMsgId: "c-1")
             #expect(replay.status == .ok)

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Logging
 import ParleyCore
 import ParleyPostgres
@@ -23,7 +24,16 @@ public struct StoreFactory: Sendable, CustomTestStringConvertible {
         return StoreHandle(
             store: store,
             another: { try SQLiteChatStore(configuration: .init(path: path, synchronousFull: false, outboxNode: "node-b"), logger: .quiet) },
-            teardown: { directory.remove() }
+            teardown: { directory.remove() },
+            rawSQL: { query in
+                // A connection of its own, read-only, beside the store's pool (WAL lets both read).
+                var configuration = GRDB.Configuration()
+                configuration.readonly = true
+                let queue = try DatabaseQueue(path: path, configuration: configuration)
+                return try await queue.read { db in
+                    try GRDB.Row.fetchAll(db, sql: query).map { row in row.databaseValues.map(StoreFactory.text) }
+                }
+            }
         )
     }
 
@@ -44,12 +54,24 @@ public struct StoreFactory: Sendable, CustomTestStringConvertible {
         return StoreHandle(
             store: store,
             another: { [second] in PostgresChatStore(configuration: second, logger: .quiet) },
-            teardown: { try? await PostgresAdmin.execute("DROP SCHEMA \(schema) CASCADE", url: url) }
+            teardown: { try? await PostgresAdmin.execute("DROP SCHEMA \(schema) CASCADE", url: url) },
+            rawSQL: { query in try await PostgresAdmin.rows(query, schema: schema, url: url) }
         )
     }
 
     /// SQLite always; PostgreSQL when `PARLEY_TEST_POSTGRES_URL` names a server.
     public static let all: [StoreFactory] = TestEnvironment.postgresURL == nil ? [.sqlite] : [.sqlite, .postgres]
+
+    /// A SQLite value as text, as `RawSQL` returns it.
+    private static func text(_ value: DatabaseValue) -> String? {
+        switch value.storage {
+        case .null: nil
+        case .int64(let integer): String(integer)
+        case .double(let double): String(double)
+        case .string(let string): string
+        case .blob(let data): String(decoding: data, as: UTF8.self)
+        }
+    }
 }
 
 /// One-off statements against a test server (creating and dropping schemas).
@@ -68,6 +90,31 @@ public enum PostgresAdmin {
             for try await _ in try await client.query(PostgresQuery(unsafeSQL: sql)) {}
         }
     }
+
+    /// The rows of `sql` run in `schema`, each column decoded as text: cast other columns in the
+    /// query (`CAST(x AS TEXT)`, which SQLite reads the same).
+    public static func rows(_ sql: String, schema: String, url: String) async throws -> [[String?]] {
+        let configuration = try PostgresChatStore.Configuration(url: url)
+        let client = PostgresClient(
+            configuration: .init(
+                host: configuration.host, port: configuration.port, username: configuration.username, password: configuration.password,
+                database: configuration.database, tls: .disable),
+            backgroundLogger: .quiet
+        )
+        return try await withThrowingTaskGroup(of: Void.self, returning: [[String?]].self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            // One connection, so that the search path set here is the one the query runs with.
+            return try await client.withConnection { connection in
+                for try await _ in try await connection.query(PostgresQuery(unsafeSQL: "SET search_path TO \(schema)"), logger: .quiet) {}
+                var rows: [[String?]] = []
+                for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql), logger: .quiet) {
+                    rows.append(try row.makeRandomAccess().map { try $0.decode(String?.self) })
+                }
+                return rows
+            }
+        }
+    }
 }
 
 public struct TestEnvironmentError: Error, CustomStringConvertible {
@@ -75,16 +122,27 @@ public struct TestEnvironmentError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
+/// Runs one SQL query against a store's own tables, beside the store, and returns its rows with
+/// every column as text (nil for NULL). For checks the port cannot express, such as what a row
+/// holds after a deletion. Cast non-text columns (`CAST(COUNT(*) AS TEXT)`).
+public typealias RawSQL = @Sendable (_ query: String) async throws -> [[String?]]
+
 public struct StoreHandle: Sendable {
     public let store: any ChatStore
     /// A second adapter instance on the same database: another node of a cluster.
     public let another: @Sendable () throws -> any ChatStore
     public let teardown: @Sendable () async -> Void
+    /// Raw reads of the store's database.
+    public let rawSQL: RawSQL
 
-    public init(store: any ChatStore, another: @escaping @Sendable () throws -> any ChatStore, teardown: @escaping @Sendable () async -> Void) {
+    public init(
+        store: any ChatStore, another: @escaping @Sendable () throws -> any ChatStore, teardown: @escaping @Sendable () async -> Void,
+        rawSQL: @escaping RawSQL
+    ) {
         self.store = store
         self.another = another
         self.teardown = teardown
+        self.rawSQL = rawSQL
     }
 }
 
@@ -94,6 +152,16 @@ extension StoreFactory {
     public func with<T: Sendable>(_ body: (any ChatStore) async throws -> T) async throws -> T {
         let handle = try await make()
         let outcome: Result<T, any Error> = await StoreHandle.running(handle.store, body)
+        await handle.teardown()
+        return try outcome.get()
+    }
+}
+
+extension StoreFactory {
+    /// Like `with`, and also hands `body` raw SQL reads of the store's database.
+    public func withRawSQL<T: Sendable>(_ body: (any ChatStore, RawSQL) async throws -> T) async throws -> T {
+        let handle = try await make()
+        let outcome: Result<T, any Error> = await StoreHandle.running(handle.store) { store in try await body(store, handle.rawSQL) }
         await handle.teardown()
         return try outcome.get()
     }

@@ -46,14 +46,14 @@ SCHEMA_DIR = os.path.join(ROOT, "docs", "events")
 EVENT_TYPES = {
     "message.created", "conversation.created", "conversation.updated", "conversation.deleted", "member.added",
     "member.removed", "member.role_changed", "receipt.read", "receipt.delivered", "presence.online", "presence.offline",
-    "notification.requested", "webhook.failed",
+    "notification.requested", "webhook.failed", "message.edited", "message.deleted", "reaction.added", "reaction.removed",
 }
 
 # Whose id is the record key: the conversation's, else the user's in data.userId.
 KEYED_BY_USER = ("presence.", "notification.")
 
 # Fields of the REST conversation that events leave out (the viewer's own, and lastMessage).
-VIEWER_FIELDS = ("readSeq", "unreadCount", "lastMessage")
+VIEWER_FIELDS = ("readSeq", "unreadCount", "mentionCount", "changeSeq", "lastMessage")
 
 
 # --- schemas --------------------------------------------------------------------------------------
@@ -222,6 +222,26 @@ def test_every_event_type_valid_keyed_and_in_order():
             carol_ws.send(json.dumps({"type": "delivered", "conversationId": group, "seq": 1}))
             await_frame(carol_ws, lambda f: f.get("type") == "receipt" and f.get("kind") == "delivered" and f.get("userId") == c)
             expected[("receipts", group)].append("receipt.delivered")
+            # Changes to the message, after the receipts (Bob's reply moves his read watermark): an
+            # edit (the same body again changes nothing), a reaction added twice and removed twice
+            # (once each counts), a reply, then the original deleted (twice).
+            path = f"/api/v1/conversations/{group}/messages/{message['id']}"
+            edited = api("PATCH", path, alice_token, {"body": "Hallo, bearbeitet ✓ @" + bob["username"]})["message"]
+            expected[("messages", group)].append("message.edited")
+            api("PATCH", path, alice_token, {"body": edited["body"]})
+            thumbs = "%F0%9F%91%8D"
+            for _ in range(2):
+                api("PUT", f"{path}/reactions/{thumbs}", bob_token, expect=(204,))
+            expected[("messages", group)].append("reaction.added")
+            for _ in range(2):
+                api("DELETE", f"{path}/reactions/{thumbs}", bob_token, expect=(204,))
+            expected[("messages", group)].append("reaction.removed")
+            reply = api("POST", f"/api/v1/conversations/{group}/messages", bob_token,
+                        {"body": "Antwort", "clientMsgId": "event-types-2", "replyToId": message["id"]}, expect=(201,))["message"]
+            expected[("messages", group)].append("message.created")
+            for _ in range(2):
+                api("DELETE", path, alice_token, expect=(204,))
+            expected[("messages", group)].append("message.deleted")
         # Her socket closed (her last): presence.offline.
         expected[("presence", c)].append("presence.offline")
         api("DELETE", f"/api/v1/conversations/{group}/members/{c}", alice_token, expect=(204,))
@@ -270,8 +290,18 @@ def test_every_event_type_valid_keyed_and_in_order():
         read, delivered = events[("receipts", group)]
         assert (read["seq"], read["data"]) == (1, {"userId": b, "seq": 1}), read
         assert (delivered["seq"], delivered["data"]) == (1, {"userId": c, "seq": 1}), delivered
-        [message_created] = events[("messages", group)]
+        message_created, message_edited, reaction_added, reaction_removed, reply_created, message_deleted = events[("messages", group)]
         assert message_created["data"]["message"] == message, f"{message_created['data']} vs REST {message}"
+        assert message_edited["data"]["message"] == edited, f"{message_edited['data']} vs REST {edited}"
+        assert edited["mentions"] == [b] and edited["editedAt"] is not None, edited
+        assert reaction_added["data"]["emoji"] == "👍" and reaction_added["data"]["userId"] == b, reaction_added["data"]
+        assert reaction_added["data"]["message"]["reactions"] == [{"emoji": "👍", "count": 1, "userIds": [b]}]
+        assert reaction_removed["data"]["message"]["reactions"] == [], reaction_removed["data"]
+        assert reply_created["data"]["message"] == reply and reply["replyTo"]["id"] == message["id"], reply
+        deleted = message_deleted["data"]["message"]
+        assert deleted["body"] == "" and deleted["deletedAt"] is not None and deleted["seq"] == message["seq"], deleted
+        # Changes carry the changed message's seq, not a new one.
+        assert [e["seq"] for e in events[("messages", group)]] == [1, 1, 1, 1, 2, 1]
         online, offline = events[("presence", c)]
         assert online["data"] == offline["data"] == {"userId": c}
         assert online["conversationId"] is None and online["seq"] is None and offline["conversationId"] is None

@@ -381,12 +381,12 @@ _validator = None
 
 
 def message_created_validator():
-    """docs/events/message.created.schema.json, its $ref to envelope.schema.json resolved from the
+    """docs/events/message.created.schema.json, its $refs (envelope, message) resolved from the
     repository, with `format` (uuid, date-time) checked."""
     global _validator
     if _validator is None:
         schemas = {}
-        for name in ("envelope.schema.json", "message.created.schema.json"):
+        for name in ("envelope.schema.json", "message.schema.json", "message.created.schema.json"):
             with open(os.path.join(ROOT, "docs", "events", name)) as file:
                 schemas[name] = json.load(file)
         for schema in schemas.values():

@@ -24,6 +24,10 @@ struct AuthMiddleware: RouterMiddleware {
 struct Authenticator: Sendable {
     static let accessCookie = "parley_access"
     static let refreshCookie = "parley_refresh"
+    /// Not a credential: a cookie scripts may read, set beside the refresh cookie and for as long,
+    /// so the web client knows whether it has a session to resume without asking the server (a
+    /// first visit then makes no request that fails).
+    static let signedInCookie = "parley_signed_in"
 
     let tokens: JWTAccessTokens
     let store: any ChatStore

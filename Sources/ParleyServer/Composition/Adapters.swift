@@ -56,6 +56,7 @@ public struct Adapters: Sendable {
             var postgres = try PostgresChatStore.Configuration(url: url)
             postgres.outboxNode = outboxNode
             postgres.outboxLease = .seconds(configuration.outbox.leaseSeconds)
+            postgres.searchLanguage = configuration.searchLanguage
             store = PostgresChatStore(configuration: postgres, logger: logger)
         }
         var adapters: Adapters

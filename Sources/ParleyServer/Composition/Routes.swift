@@ -56,6 +56,7 @@ func buildRouter(_ node: Node) -> Router<ParleyRequestContext> {
         maxRequestBytes: configuration.maxRequestBytes
     ).addRoutes(to: authenticated.group("conversations"))
     PresenceController(presence: node.presence).addRoutes(to: authenticated.group("presence"))
+    SearchController(chat: node.chat).addRoutes(to: authenticated.group("search"))
     api.get("ws") { _, _ -> Response in
         throw ParleyError(.invalidInput, code: "upgrade_required", message: "This endpoint speaks WebSocket only.")
     }

@@ -84,6 +84,8 @@ struct AuthController {
         for (name, path) in [(Authenticator.accessCookie, "/"), (Authenticator.refreshCookie, "/api/v1/auth")] {
             response.setCookie(Cookie(name: name, value: "", maxAge: 0, path: path, secure: secureCookies, httpOnly: true, sameSite: .strict))
         }
+        response.setCookie(
+            Cookie(name: Authenticator.signedInCookie, value: "", maxAge: 0, path: "/", secure: secureCookies, httpOnly: false, sameSite: .strict))
         return response
     }
 
@@ -126,6 +128,17 @@ struct AuthController {
                 path: "/api/v1/auth",
                 secure: secureCookies,
                 httpOnly: true,
+                sameSite: .strict
+            )
+        )
+        response.setCookie(
+            Cookie(
+                name: Authenticator.signedInCookie,
+                value: "1",
+                maxAge: max(0, Int(tokens.session.expiresAt.timeIntervalSinceNow)),
+                path: "/",
+                secure: secureCookies,
+                httpOnly: false,
                 sameSite: .strict
             )
         )

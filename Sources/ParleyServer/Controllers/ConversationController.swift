@@ -54,9 +54,15 @@ struct ConversationController {
     }
 
     struct SendBody: StrictDecodable {
-        static let fields: Set<String> = ["body", "clientMsgId"]
+        static let fields: Set<String> = ["body", "clientMsgId", "replyToId"]
         var body: String
         var clientMsgId: String?
+        var replyToId: UUID?
+    }
+
+    struct EditBody: StrictDecodable {
+        static let fields: Set<String> = ["body"]
+        var body: String
     }
 
     struct ReadRequest: StrictDecodable {
@@ -90,6 +96,10 @@ struct ConversationController {
         group.get(":id/messages", use: messages)
         group.post(":id/messages", use: send)
         group.post(":id/read", use: read)
+        group.patch(":id/messages/:messageId", use: edit)
+        group.delete(":id/messages/:messageId", use: deleteMessage)
+        group.put(":id/messages/:messageId/reactions/:emoji", use: react)
+        group.delete(":id/messages/:messageId/reactions/:emoji", use: unreact)
     }
 
     @Sendable func create(_ request: Request, context: ParleyRequestContext) async throws -> Response {
@@ -195,8 +205,44 @@ struct ConversationController {
         if let headerKey, let bodyKey = body.clientMsgId, headerKey != bodyKey {
             throw ParleyError.invalid("Idempotency-Key and clientMsgId differ.", code: "invalid_client_msg_id")
         }
-        let result = try await chat.send(caller: caller, conversationID: id, body: body.body, clientMsgID: body.clientMsgId ?? headerKey)
+        let result = try await chat.send(
+            caller: caller, conversationID: id, body: body.body, clientMsgID: body.clientMsgId ?? headerKey, replyToID: body.replyToId)
         return try APIJSON.response(MessageEnvelope(message: MessageDTO(message: result.message)), status: result.replayed ? .ok : .created)
+    }
+
+    @Sendable func edit(_ request: Request, context: ParleyRequestContext) async throws -> Response {
+        let caller = try context.requireIdentity().userID
+        let id = try context.parameters.uuid("id")
+        let messageID = try context.parameters.uuid("messageId")
+        let body = try await APIJSON.decode(EditBody.self, from: request, maxBytes: maxRequestBytes)
+        let message = try await chat.editMessage(caller: caller, conversationID: id, messageID: messageID, body: body.body)
+        return try APIJSON.response(MessageEnvelope(message: MessageDTO(message: message)))
+    }
+
+    @Sendable func deleteMessage(_ request: Request, context: ParleyRequestContext) async throws -> Response {
+        let caller = try context.requireIdentity().userID
+        try await chat.deleteMessage(
+            caller: caller, conversationID: try context.parameters.uuid("id"), messageID: try context.parameters.uuid("messageId"))
+        return Response(status: .noContent)
+    }
+
+    @Sendable func react(_ request: Request, context: ParleyRequestContext) async throws -> Response {
+        try await setReaction(present: true, context: context)
+    }
+
+    @Sendable func unreact(_ request: Request, context: ParleyRequestContext) async throws -> Response {
+        try await setReaction(present: false, context: context)
+    }
+
+    private func setReaction(present: Bool, context: ParleyRequestContext) async throws -> Response {
+        let caller = try context.requireIdentity().userID
+        let id = try context.parameters.uuid("id")
+        let messageID = try context.parameters.uuid("messageId")
+        guard let raw = context.parameters.get("emoji") else { throw ParleyError.invalid("A reaction is a single emoji.", code: "invalid_emoji") }
+        // The router hands over the path segment as sent; emoji arrive percent-encoded.
+        guard let emoji = raw.removingPercentEncoding else { throw ParleyError.invalid("A reaction is a single emoji.", code: "invalid_emoji") }
+        try await chat.setReaction(caller: caller, conversationID: id, messageID: messageID, emoji: emoji, present: present)
+        return Response(status: .noContent)
     }
 
     @Sendable func read(_ request: Request, context: ParleyRequestContext) async throws -> Response {

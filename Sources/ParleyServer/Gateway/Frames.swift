@@ -6,12 +6,14 @@ import ParleyCore
 /// Decoding fails with a `ClientFrame.Invalid` that carries the error frame to send back.
 enum ClientFrame: Sendable {
     case auth(token: String)
-    case send(conversationID: UUID, clientMsgID: String?, body: String)
+    case send(conversationID: UUID, clientMsgID: String?, body: String, replyToID: UUID?)
     case typing(conversationID: UUID, state: TypingState)
     case receipt(Watermark, conversationID: UUID, seq: Int64)
     /// Last seen seq per conversation id (keys are checked one by one, so that one bad key does not
     /// spoil the others).
-    case sync(cursors: [String: Int64])
+    /// `changes`: the change cursor per conversation, for clients that keep edits, deletions and
+    /// reactions in step (see docs/protocol.md).
+    case sync(cursors: [String: Int64], changes: [String: Int64])
     case ping
 
     /// Why a frame was refused, and what its error frame refers to.
@@ -42,6 +44,8 @@ enum ClientFrame: Sendable {
         var state: String?
         var seq: Int64?
         var cursors: [String: Int64]?
+        var changes: [String: Int64]?
+        var replyToId: String?
     }
 
     private static let malformed = ParleyError.invalid(
@@ -72,7 +76,12 @@ enum ClientFrame: Sendable {
         case "send":
             let id = try conversationID()
             guard let body = fields.body else { throw invalid("send needs a body.") }
-            return .send(conversationID: id, clientMsgID: fields.clientMsgId, body: body)
+            var replyToID: UUID?
+            if let raw = fields.replyToId {
+                guard let id = UUID(canonical: raw) else { throw invalid("replyToId must be a message id.", code: ParleyError.Code.invalidID) }
+                replyToID = id
+            }
+            return .send(conversationID: id, clientMsgID: fields.clientMsgId, body: body, replyToID: replyToID)
         case "typing":
             let id = try conversationID()
             guard let state = fields.state.flatMap(TypingState.init(rawValue:)) else {
@@ -85,7 +94,7 @@ enum ClientFrame: Sendable {
             return .receipt(fields.type == "read" ? .read : .delivered, conversationID: id, seq: seq)
         case "sync":
             guard let cursors = fields.cursors else { throw invalid("sync needs cursors.") }
-            return .sync(cursors: cursors)
+            return .sync(cursors: cursors, changes: fields.changes ?? [:])
         case "ping":
             return .ping
         default:
@@ -125,11 +134,22 @@ enum ServerFrame {
         var message: MessageDTO
     }
 
+    /// A message was edited, deleted or its reactions changed; `changeSeq` is the conversation's
+    /// change sequence number of this change (the sync cursor for changes).
+    struct Updated: Encodable {
+        let type = "updated"
+        var change: String
+        var message: MessageDTO
+        var changeSeq: Int64
+    }
+
     struct Synced: Encodable {
         let type = "synced"
         var conversationId: String
         var hasMore: Bool
         var lastSeq: Int64?
+        /// The change cursor to send next time (present when the sync asked for changes).
+        var changeSeq: Int64?
     }
 
     struct Receipt: Encodable {
@@ -175,6 +195,8 @@ enum ServerFrame {
         switch event {
         case .message(let message):
             encode(MessageFrame(message: MessageDTO(message: message)))
+        case .updated(let kind, let message, let changeSeq):
+            encode(Updated(change: kind.rawValue, message: MessageDTO(message: message), changeSeq: changeSeq))
         case .receipt(let conversationID, let userID, let kind, let seq):
             encode(Receipt(conversationId: conversationID.lowercased, userId: userID.lowercased, kind: kind.rawValue, seq: seq))
         case .typing(let conversationID, let userID, let state):

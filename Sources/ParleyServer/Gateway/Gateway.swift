@@ -79,8 +79,8 @@ final class Gateway: Sendable {
 
     /// Queues a send in arrival order and moves on. The ack (or error) is queued on the socket the
     /// moment the commit resolves, before the message is published, so the sender hears `ack` first.
-    func submit(conversationID: UUID, clientMsgID: String?, body: String, _ connection: Connection, session: SocketSession) {
-        submit(conversationID: conversationID, clientMsgID: clientMsgID, body: body, connection, session: session) {
+    func submit(conversationID: UUID, clientMsgID: String?, body: String, replyToID: UUID?, _ connection: Connection, session: SocketSession) {
+        submit(conversationID: conversationID, clientMsgID: clientMsgID, body: body, replyToID: replyToID, connection, session: session) {
             if case .limited(let retry)? = limiter.acquireAtOnce("user:" + connection.userID.lowercased, policy: sendPolicy, now: .now) {
                 throw ParleyError.rateLimited(retryAfterSeconds: retry)
             }
@@ -88,7 +88,7 @@ final class Gateway: Sendable {
     }
 
     private func submit(
-        conversationID: UUID, clientMsgID: String?, body: String, _ connection: Connection, session: SocketSession,
+        conversationID: UUID, clientMsgID: String?, body: String, replyToID: UUID?, _ connection: Connection, session: SocketSession,
         rateLimit: () throws -> Void
     ) {
         session.sendStarted()
@@ -109,7 +109,9 @@ final class Gateway: Sendable {
             acknowledge(.failure(error))
             return
         }
-        chat.enqueueSend(caller: connection.userID, conversationID: conversationID, body: body, clientMsgID: clientMsgID, whenResolved: acknowledge)
+        chat.enqueueSend(
+            caller: connection.userID, conversationID: conversationID, body: body, clientMsgID: clientMsgID, replyToID: replyToID,
+            whenResolved: acknowledge)
     }
 
     /// Handles a frame of an open socket that may wait (the store, Redis).
@@ -118,10 +120,10 @@ final class Gateway: Sendable {
         var ref: String?
         do {
             switch frame {
-            case .send(let conversationID, let clientMsgID, let body):
+            case .send(let conversationID, let clientMsgID, let body, let replyToID):
                 ref = clientMsgID
                 let decision = await limiter.acquire("user:" + userID.lowercased, policy: sendPolicy, now: .now)
-                submit(conversationID: conversationID, clientMsgID: clientMsgID, body: body, connection, session: session) {
+                submit(conversationID: conversationID, clientMsgID: clientMsgID, body: body, replyToID: replyToID, connection, session: session) {
                     if case .limited(let retry) = decision { throw ParleyError.rateLimited(retryAfterSeconds: retry) }
                 }
             case .typing(let conversationID, let state):
@@ -130,8 +132,8 @@ final class Gateway: Sendable {
             case .receipt(let kind, let conversationID, let seq):
                 ref = conversationID.lowercased
                 try await chat.advance(kind, caller: userID, conversationID: conversationID, seq: seq)
-            case .sync(let cursors):
-                try await sync(cursors, connection)
+            case .sync(let cursors, let changes):
+                try await sync(cursors, changes: changes, connection)
             case .ping:
                 connection.enqueue(ServerFrame.encode(ServerFrame.Pong()))
             case .auth:
@@ -145,7 +147,10 @@ final class Gateway: Sendable {
         }
     }
 
-    private func sync(_ cursors: [String: Int64], _ connection: Connection) async throws {
+    /// Per conversation: with a change cursor, the changes to messages the client holds (`updated`
+    /// frames, in change order); once those are complete, the messages after its seq cursor; then
+    /// `synced` with the cursors to send next time.
+    private func sync(_ cursors: [String: Int64], changes: [String: Int64], _ connection: Connection) async throws {
         guard cursors.count <= settings.maxSyncCursors else {
             throw ParleyError.invalid("At most \(settings.maxSyncCursors) cursors per sync.", code: ParleyError.Code.tooManyCursors)
         }
@@ -154,13 +159,32 @@ final class Gateway: Sendable {
                 guard let conversationID = UUID(canonical: key) else {
                     throw ParleyError.invalid("Cursor keys must be conversation ids.", code: ParleyError.Code.invalidID)
                 }
+                var changeCursor: Int64?
+                if let changesAfter = changes[key] {
+                    let page = try await chat.changes(
+                        caller: connection.userID, conversationID: conversationID, after: changesAfter, maxSeq: after, limit: settings.syncPageSize)
+                    for (kind, message) in page.changes {
+                        connection.enqueue(
+                            ServerFrame.encode(
+                                ServerFrame.Updated(change: kind.rawValue, message: MessageDTO(message: message), changeSeq: message.changeSeq)))
+                    }
+                    changeCursor = page.nextCursor
+                    if page.hasMore {
+                        connection.enqueue(
+                            ServerFrame.encode(
+                                ServerFrame.Synced(conversationId: key.lowercased(), hasMore: true, lastSeq: nil, changeSeq: changeCursor)))
+                        continue
+                    }
+                }
                 let page = try await chat.sync(caller: connection.userID, conversationID: conversationID, after: after, limit: settings.syncPageSize)
                 for message in page.messages {
                     connection.enqueue(ServerFrame.encode(ServerFrame.MessageFrame(message: MessageDTO(message: message))))
                 }
                 connection.enqueue(
                     ServerFrame.encode(
-                        ServerFrame.Synced(conversationId: conversationID.lowercased, hasMore: page.hasMore, lastSeq: page.messages.last?.seq)
+                        ServerFrame.Synced(
+                            conversationId: conversationID.lowercased, hasMore: page.hasMore, lastSeq: page.messages.last?.seq,
+                            changeSeq: changeCursor)
                     )
                 )
             } catch let error as ParleyError {

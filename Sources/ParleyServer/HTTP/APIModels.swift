@@ -32,7 +32,7 @@ struct ConversationDTO: Encodable, Sendable {
     var viewer: UUID
 
     enum CodingKeys: String, CodingKey {
-        case id, type, name, members, lastSeq, readSeq, unreadCount, lastMessage, hasPasscode, createdAt, updatedAt
+        case id, type, name, members, lastSeq, readSeq, unreadCount, mentionCount, changeSeq, lastMessage, hasPasscode, createdAt, updatedAt
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -47,6 +47,8 @@ struct ConversationDTO: Encodable, Sendable {
         try c.encode(conversation.lastSeq, forKey: .lastSeq)
         try c.encode(conversation.member(viewer)?.readSeq ?? 0, forKey: .readSeq)
         try c.encode(conversation.unreadCount(for: viewer), forKey: .unreadCount)
+        try c.encode(conversation.mentionCount, forKey: .mentionCount)
+        try c.encode(conversation.changeSeq, forKey: .changeSeq)
         try c.encode(conversation.lastMessage.map(MessageDTO.init), forKey: .lastMessage)
         try c.encode(conversation.hasPasscode, forKey: .hasPasscode)
         try c.encode(conversation.createdAt, forKey: .createdAt)

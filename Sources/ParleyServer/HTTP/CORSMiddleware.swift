@@ -17,7 +17,7 @@ struct AllowListCORSMiddleware<Context: RequestContext>: RouterMiddleware {
             var headers: HTTPFields = [:]
             headers[.accessControlAllowOrigin] = origin
             headers[.accessControlAllowCredentials] = "true"
-            headers[.accessControlAllowMethods] = "GET, POST, PATCH, DELETE, OPTIONS"
+            headers[.accessControlAllowMethods] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
             headers[.accessControlAllowHeaders] = "Authorization, Content-Type, Idempotency-Key"
             headers[.accessControlMaxAge] = "600"
             headers[.vary] = "Origin"
