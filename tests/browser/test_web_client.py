@@ -247,7 +247,10 @@ def test_sign_in_errors_and_sign_out(server, browser_factory):
 
     # Nothing secret is kept in web storage: the session lives in HttpOnly cookies only.
     assert browser.execute_script("return localStorage.length + sessionStorage.length") == 0
-    assert "parley_access" not in browser.execute_script("return document.cookie")
+    cookies = browser.execute_script("return document.cookie")
+    assert "parley_access" not in cookies and "parley_refresh" not in cookies
+    # Scripts see only the hint that a session exists, which holds no credential.
+    assert cookies.strip() == "parley_signed_in=1", cookies
 
     # Sign-up errors come from the server, in words.
     browser.find_element(By.ID, "signout-button").click()

@@ -35,12 +35,36 @@ function safeParse(text) {
   try { return JSON.parse(text); } catch { return null; }
 }
 
+// A hint, not a credential: whether this browser holds a session, so that a first visit asks the
+// server nothing that must fail. The server sets the readable `parley_signed_in` cookie beside the
+// HttpOnly session cookies (and clears it at sign-out); the session itself stays in those.
+const SESSION_HINT = 'parley_signed_in';
+
+export const sessionHint = {
+  /** True when the server said a session exists. */
+  present() {
+    return document.cookie.split(';').some((part) => part.trim() === SESSION_HINT + '=1');
+  },
+  /** Nothing to do: the server sets the hint with the session cookies. */
+  set() {},
+  /** Forgets the hint once the server refused the session. */
+  clear() {
+    document.cookie = SESSION_HINT + '=; Max-Age=0; Path=/; SameSite=Strict';
+  },
+};
+
 let refreshing = null;
 
 /** Renews the access cookie with the refresh cookie; one attempt at a time. */
 export function refreshSession() {
   if (!refreshing) {
-    refreshing = send('POST', '/api/v1/auth/refresh').then(() => true, () => false).finally(() => { refreshing = null; });
+    refreshing = send('POST', '/api/v1/auth/refresh')
+      .then(() => true, (error) => {
+        // Refused (not merely unreachable): the session is over.
+        if (error.status >= 400 && error.status < 500) sessionHint.clear();
+        return false;
+      })
+      .finally(() => { refreshing = null; });
   }
   return refreshing;
 }

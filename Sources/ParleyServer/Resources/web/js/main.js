@@ -1,10 +1,14 @@
 // The Parley web client: state, rendering and wiring. Plain ES modules, no build step.
 
-import { api, auth, ApiError, refreshSession } from './api.js';
+import { api, auth, ApiError, refreshSession, sessionHint } from './api.js';
 import { $, h, setError, debounce, formatTime, dayKey, dayLabel, shortStamp, initials } from './dom.js';
+import { askNotificationPermission, notify } from './notify.js';
 import { RealtimeSocket } from './socket.js';
+import { highlightNodes, mentionQuery, preview, splitMentions } from './text.js';
 
 const PAGE = 50;
+/** The reactions offered in the picker (any single emoji is accepted by the server). */
+const QUICK_EMOJI = ['👍', '❤️', '😂', '🎉', '😮', '😢', '🙏', '👀'];
 
 const state = {
   me: null,
@@ -15,6 +19,16 @@ const state = {
   typing: new Map(),
   activeId: null,
   online: false,
+  // Message actions: the message whose actions are open (touch) and whose emoji picker is open.
+  actionsFor: null,
+  pickerFor: null,
+  // The seq of the message a jump (reply quote, search hit) landed on, shown highlighted.
+  highlightSeq: null,
+  // The composer replies to `replyTo` or edits `editing` (a message); `draft` is the text that
+  // editing put aside.
+  composer: { replyTo: null, editing: null, draft: '' },
+  mentionPicker: null,
+  search: { query: '', results: [], hasMore: false, token: 0 },
 };
 
 let socket = null;
@@ -25,6 +39,8 @@ let socket = null;
 async function boot() {
   wireAuthForms();
   wireApp();
+  // A first visit (or one after signing out) asks the server nothing: there is no session to find.
+  if (!sessionHint.present()) return showAuth();
   try {
     const me = await api('GET', '/api/v1/users/me');
     await signedIn(me);
@@ -32,6 +48,7 @@ async function boot() {
     if (error.status === 401 && await refreshSession()) {
       try { return await signedIn(await api('GET', '/api/v1/users/me')); } catch { /* fall through */ }
     }
+    if (error.status === 401) sessionHint.clear();
     showAuth();
   }
 }
@@ -98,6 +115,7 @@ async function submitting(form, action) {
 }
 
 async function signedIn(me) {
+  sessionHint.set();
   state.me = me;
   state.users.set(me.id, me);
   $('#auth-view').hidden = true;
@@ -117,6 +135,7 @@ async function signOut() {
 }
 
 function signOutLocally() {
+  sessionHint.clear();
   if (socket) socket.stop();
   socket = null;
   state.me = null;
@@ -124,6 +143,9 @@ function signOutLocally() {
   state.messages.clear();
   state.typing.clear();
   state.activeId = null;
+  resetComposerMode();
+  clearSearch();
+  $('#search-input').value = '';
   $('#conversation-list').replaceChildren();
   closeConversationView();
   $('#offline-banner').hidden = true;
@@ -182,9 +204,18 @@ function conversationName(conversation) {
   return userName(peerOf(conversation));
 }
 
+/**
+ * The messages held for a conversation: a contiguous run of seqs. `hasNewer` is set while a jump
+ * (to a reply's original or a search hit) shows an older stretch without the newest messages.
+ * `changeCursor` is the conversation's change sequence up to which edits, deletions and reactions
+ * of the held messages are known (null until history loads); `syncing` while a sync is answered.
+ */
 function messageStore(id) {
   if (!state.messages.has(id)) {
-    state.messages.set(id, { bySeq: new Map(), pending: new Map(), hasOlder: true, loaded: false, loading: false });
+    state.messages.set(id, {
+      bySeq: new Map(), pending: new Map(), hasOlder: true, hasNewer: false, loaded: false, loading: false,
+      changeCursor: null, syncing: false, syncSeq: 0,
+    });
   }
   return state.messages.get(id);
 }
@@ -196,9 +227,25 @@ function knownLastSeq(id) {
   return max;
 }
 
+/**
+ * Stores a version of a message unless the one held is newer. `changeSeq` comes with `updated`
+ * frames; a page fetched when the conversation's change sequence was `since` is older than a
+ * version an `updated` frame after `since` brought. (Message objects carry no changeSeq.)
+ */
+function putMessage(store, message, { changeSeq = null, since = null } = {}) {
+  const held = store.bySeq.get(message.seq);
+  const incoming = changeSeq ?? message.changeSeq ?? null;
+  if (held && held.changeSeq != null) {
+    if (incoming != null ? held.changeSeq > incoming : since != null && held.changeSeq > since) return false;
+  }
+  store.bySeq.set(message.seq, incoming != null ? { ...message, changeSeq: incoming } : message);
+  return true;
+}
+
 function addMessage(message) {
   const store = messageStore(message.conversationId);
-  store.bySeq.set(message.seq, message);
+  // While an older stretch is shown, newer messages come with the pages that close the gap.
+  if (!store.hasNewer || message.seq <= knownLastSeq(message.conversationId)) putMessage(store, message);
   if (message.senderId === state.me.id && message.clientMsgId) store.pending.delete(message.clientMsgId);
   const conversation = state.conversations.get(message.conversationId);
   if (conversation && message.seq >= conversation.lastSeq) {
@@ -207,6 +254,8 @@ function addMessage(message) {
     conversation.updatedAt = message.createdAt;
   }
 }
+
+const mentionsMe = (message) => !message.deletedAt && (message.mentions || []).includes(state.me.id);
 
 // ---------------------------------------------------------------------------------------------
 // Real-time frames
@@ -218,6 +267,8 @@ function onStatus(online) {
     $('#offline-banner').hidden = true;
     catchUp();
   } else {
+    // Syncs in flight died with the socket; catchUp starts them again.
+    for (const store of state.messages.values()) store.syncing = false;
     // A short blip is not worth a banner.
     onStatus.bannerTimer = setTimeout(() => { if (!state.online) $('#offline-banner').hidden = false; }, 800);
   }
@@ -226,25 +277,65 @@ function onStatus(online) {
 /** After (re)connecting: refresh the list, sync the open conversation, resend what is pending. */
 async function catchUp() {
   try { await loadConversations(); } catch { /* the socket will retry */ }
-  if (state.activeId && messageStore(state.activeId).loaded) {
-    socket.send({ type: 'sync', cursors: { [state.activeId]: knownLastSeq(state.activeId) } });
-  }
+  if (!socket) return;
+  const loaded = [...state.messages].filter(([id, store]) => store.loaded && state.conversations.has(id)).map(([id]) => id);
+  if (loaded.length) syncConversations(loaded);
   for (const [conversationId, store] of state.messages) {
     for (const pending of store.pending.values()) {
       if (pending.status === 'failed') continue;
-      socket.send({ type: 'send', conversationId, clientMsgId: pending.clientMsgId, body: pending.body });
+      socket.send(sendFrame(conversationId, pending));
     }
   }
   markActiveRead();
+}
+
+/**
+ * Asks for what the held messages of these conversations missed: new messages after the last
+ * held seq and, with a change cursor, the edits, deletions and reactions after it.
+ */
+function syncConversations(ids) {
+  if (!socket) return;
+  const cursors = {};
+  const changes = {};
+  for (const id of ids.slice(0, 200)) {
+    const store = messageStore(id);
+    const conversation = state.conversations.get(id);
+    // An older stretch on show: its changes are wanted, the newer messages are not.
+    cursors[id] = store.hasNewer && conversation ? Math.max(knownLastSeq(id), conversation.lastSeq) : knownLastSeq(id);
+    if (store.changeCursor != null) changes[id] = store.changeCursor;
+  }
+  if (!socket.send({ type: 'sync', cursors, changes })) return;
+  for (const id of Object.keys(cursors)) {
+    const store = messageStore(id);
+    store.syncing = true;
+    store.syncSeq = cursors[id];
+  }
+}
+
+function onSynced(frame) {
+  const id = frame.conversationId;
+  const store = state.messages.get(id);
+  const withChanges = store && store.changeCursor != null && frame.changeSeq != null;
+  if (withChanges) store.changeCursor = Math.max(store.changeCursor, frame.changeSeq);
+  if (frame.hasMore) {
+    // More changes (lastSeq null: the seq cursor stays) or more messages after lastSeq.
+    const seq = frame.lastSeq ?? (store ? store.syncSeq : null);
+    if (seq == null) return;
+    const next = { type: 'sync', cursors: { [id]: seq } };
+    if (withChanges) next.changes = { [id]: frame.changeSeq };
+    if (store) store.syncSeq = seq;
+    socket.send(next);
+    return;
+  }
+  if (store) store.syncing = false;
 }
 
 function onFrame(frame) {
   switch (frame.type) {
     case 'message': return onMessage(frame.message);
     case 'ack': return onMessage(frame.message);
-    case 'synced':
-      if (frame.hasMore && frame.lastSeq) socket.send({ type: 'sync', cursors: { [frame.conversationId]: frame.lastSeq } });
-      return;
+    case 'updated': return onUpdated(frame);
+    case 'synced': return onSynced(frame);
     case 'receipt': return onReceipt(frame);
     case 'typing': return onTyping(frame);
     case 'presence':
@@ -265,8 +356,12 @@ function onMessage(message) {
     loadConversations().catch(() => {});
     return;
   }
-  const isNew = !messageStore(message.conversationId).bySeq.has(message.seq);
+  const store = messageStore(message.conversationId);
+  const isNew = !store.bySeq.has(message.seq) && message.seq > conversation.readSeq;
+  // A gap in what we hold (a frame lost between nodes or across a reconnect): ask for the rest.
+  const gap = store.loaded && !store.hasNewer && !store.syncing && message.seq > knownLastSeq(message.conversationId) + 1;
   addMessage(message);
+  if (gap) syncConversations([message.conversationId]);
   if (isNew && message.senderId !== state.me.id) {
     clearTyping(message.conversationId, message.senderId);
     const readNow = state.activeId === message.conversationId && document.visibilityState === 'visible';
@@ -274,11 +369,49 @@ function onMessage(message) {
       markActiveRead();
     } else {
       conversation.unreadCount = Math.max(0, conversation.lastSeq - conversation.readSeq);
+      if (mentionsMe(message)) conversation.mentionCount = (conversation.mentionCount || 0) + 1;
       scheduleDelivered(message.conversationId, message.seq);
     }
+    if (!readNow) notifyMessage(conversation, message);
   }
   renderConversationList();
   if (state.activeId === message.conversationId) renderMessages({ stickToBottom: true });
+}
+
+/** A desktop notification for a message the user is not looking at. */
+function notifyMessage(conversation, message) {
+  if (message.deletedAt) return;
+  const sender = userName(message.senderId);
+  const title = mentionsMe(message)
+    ? sender + ' mentioned you' + (conversation.type === 'group' ? ' in ' + conversationName(conversation) : '')
+    : conversation.type === 'group' ? sender + ' in ' + conversationName(conversation) : sender;
+  notify({ title, body: preview(message.body, 140), tag: 'parley-' + conversation.id, onclick: () => openConversation(conversation.id) });
+}
+
+/** An edit, deletion or reaction change: the message in its new state replaces the one held. */
+function onUpdated(frame) {
+  const message = frame.message;
+  const id = message.conversationId;
+  const conversation = state.conversations.get(id);
+  if (!conversation) return;
+  conversation.changeSeq = Math.max(conversation.changeSeq || 0, frame.changeSeq);
+  const store = state.messages.get(id);
+  const held = store && store.bySeq.get(message.seq);
+  if (held && putMessage(store, message, { changeSeq: frame.changeSeq })) {
+    // An edit can add or drop a mention of us in a message we have not read.
+    if (message.senderId !== state.me.id && message.seq > conversation.readSeq) {
+      conversation.mentionCount = Math.max(0, (conversation.mentionCount || 0) + mentionsMe(message) - mentionsMe(held));
+    }
+  }
+  if (conversation.lastMessage && conversation.lastMessage.id === message.id) conversation.lastMessage = message;
+  if (store && store.changeCursor != null && !store.syncing) {
+    if (frame.changeSeq === store.changeCursor + 1) store.changeCursor = frame.changeSeq;
+    else if (frame.changeSeq > store.changeCursor + 1) syncConversations([id]);
+  }
+  const editing = state.composer.editing;
+  if (editing && editing.id === message.id && message.deletedAt) resetComposerMode();
+  renderConversationList();
+  if (state.activeId === id) renderMessages({});
 }
 
 const deliveredTimers = new Map();
@@ -311,6 +444,7 @@ function onReceipt(frame) {
   if (frame.userId === state.me.id && frame.kind === 'read') {
     conversation.readSeq = Math.max(conversation.readSeq, frame.seq);
     conversation.unreadCount = Math.max(0, conversation.lastSeq - conversation.readSeq);
+    if (!conversation.unreadCount) conversation.mentionCount = 0;
     renderConversationList();
   }
   if (state.activeId === frame.conversationId) renderMessages({});
@@ -346,8 +480,11 @@ async function onConversationEvent(frame) {
     if (state.activeId === conversation.id) closeConversationView();
   } else {
     const known = state.conversations.get(conversation.id);
-    // Keep our own counters; the event carries the recipient's view, which is the same data.
-    upsertConversation(known ? { ...known, ...conversation } : conversation);
+    // Keep our own counters; the event carries the recipient's view, which is the same data
+    // (except mentionCount, which only the conversation list computes).
+    upsertConversation(known
+      ? { ...known, ...conversation, mentionCount: known.mentionCount, changeSeq: Math.max(known.changeSeq || 0, conversation.changeSeq || 0) }
+      : conversation);
     await ensureUsers(conversation.members.map((m) => m.userId)).catch(() => {});
     if (conversation.type === 'direct') refreshPresence().catch(() => {});
     if (state.activeId === conversation.id) {
@@ -384,8 +521,10 @@ function renderConversationList() {
   const items = sortedConversations().map((conversation) => {
     const name = conversationName(conversation);
     const unread = conversation.unreadCount || 0;
+    const mentions = unread ? conversation.mentionCount || 0 : 0;
     const last = conversation.lastMessage;
-    const preview = last ? (last.senderId === state.me.id ? 'You: ' : (conversation.type === 'group' ? userName(last.senderId) + ': ' : '')) + last.body : 'No messages yet';
+    const lastText = last ? (last.deletedAt ? 'Message deleted' : last.body) : 'No messages yet';
+    const lastPreview = last ? (last.senderId === state.me.id ? 'You: ' : (conversation.type === 'group' ? userName(last.senderId) + ': ' : '')) + lastText : lastText;
     const peer = conversation.type === 'direct' ? peerOf(conversation) : null;
     const online = peer && state.presence.get(peer) && state.presence.get(peer).status === 'online';
     return h('li', {},
@@ -394,7 +533,7 @@ function renderConversationList() {
         class: 'conversation-item' + (conversation.id === state.activeId ? ' active' : '') + (unread ? ' unread' : ''),
         dataset: { id: conversation.id },
         'aria-current': conversation.id === state.activeId ? 'true' : undefined,
-        onclick: () => openConversation(conversation.id),
+        onclick: () => { askNotificationPermission(); openConversation(conversation.id); },
       },
       h('span', { class: 'avatar', 'aria-hidden': 'true' }, initials(name),
         peer ? h('span', { class: 'presence-dot' + (online ? ' online' : ''), dataset: { presence: online ? 'online' : 'offline' } }) : null),
@@ -403,12 +542,13 @@ function renderConversationList() {
           h('span', { class: 'item-name' }, name),
           h('span', { class: 'item-time' }, shortStamp(last ? last.createdAt : conversation.updatedAt))),
         h('span', { class: 'item-bottom' },
-          h('span', { class: 'item-preview' }, preview),
+          h('span', { class: 'item-preview' }, lastPreview),
+          mentions ? h('span', { class: 'mention-badge', 'aria-label': mentions + (mentions === 1 ? ' mention' : ' mentions') }, '@' + mentions) : null,
           unread ? h('span', { class: 'badge', 'aria-label': unread + ' unread' }, String(unread)) : null)),
       peer ? h('span', { class: 'visually-hidden' }, online ? ' (online)' : ' (offline)') : null));
   });
   list.replaceChildren(...items);
-  $('#no-conversations').hidden = items.length > 0;
+  $('#no-conversations').hidden = items.length > 0 || Boolean(state.search.query);
   const total = [...state.conversations.values()].reduce((sum, c) => sum + (c.unreadCount || 0), 0);
   document.title = total ? '(' + total + ') Parley' : 'Parley';
 }
@@ -416,8 +556,16 @@ function renderConversationList() {
 // ---------------------------------------------------------------------------------------------
 // Conversation view
 
-async function openConversation(id) {
+/** Opens a conversation; with `focusSeq`, at that message (loading history around it), highlighted. */
+async function openConversation(id, { focusSeq = null } = {}) {
   if (!state.conversations.has(id)) return;
+  if (state.activeId !== id) {
+    resetComposerMode();
+    closeMentionPicker();
+    state.actionsFor = null;
+    state.pickerFor = null;
+    state.highlightSeq = null;
+  }
   state.activeId = id;
   history.replaceState(null, '', '#/c/' + id);
   document.body.classList.add('viewing-conversation');
@@ -429,19 +577,26 @@ async function openConversation(id) {
   renderConversationList();
   renderTyping();
   const store = messageStore(id);
-  if (!store.loaded) {
+  if (focusSeq != null) {
+    if (!store.loaded) $('#message-list').replaceChildren();
+    await showAround(id, focusSeq);
+  } else if (!store.loaded) {
     $('#message-list').replaceChildren();
     await loadOlder(id, true);
-    if (state.online) socket.send({ type: 'sync', cursors: { [id]: knownLastSeq(id) } });
+    if (state.online && store.loaded) syncConversations([id]);
+  } else if (store.hasNewer) {
+    await showLatest(id);
   } else {
     renderMessages({ stickToBottom: true, force: true });
   }
   markActiveRead();
-  $('#composer-input').focus();
+  if (focusSeq == null) $('#composer-input').focus();
 }
 
 function closeConversationView() {
   state.activeId = null;
+  resetComposerMode();
+  closeMentionPicker();
   document.body.classList.remove('viewing-conversation');
   $('#conversation-pane').hidden = true;
   $('#conversation-empty').hidden = false;
@@ -466,6 +621,21 @@ function renderConversationHeader() {
   $('#conversation-subtitle').textContent = subtitle;
 }
 
+/** The conversation's change sequence now: the change cursor that a page fetched now starts. */
+function changeSeqNow(id) {
+  const conversation = state.conversations.get(id);
+  return conversation ? conversation.changeSeq || 0 : 0;
+}
+
+function messagesPath(id, query) {
+  return '/api/v1/conversations/' + id + '/messages' + query;
+}
+
+/** Users a page refers to: senders, the senders of the messages replied to, and mentions. */
+function usersOf(messages) {
+  return messages.flatMap((m) => [m.senderId, ...(m.replyTo ? [m.replyTo.senderId] : []), ...(m.mentions || [])]);
+}
+
 async function loadOlder(id, initial = false) {
   const store = messageStore(id);
   if (store.loading || (!initial && !store.hasOlder)) return;
@@ -473,11 +643,13 @@ async function loadOlder(id, initial = false) {
   $('#history-status').textContent = 'Loading…';
   const oldest = Math.min(...store.bySeq.keys());
   const query = initial || !isFinite(oldest) ? '?limit=' + PAGE : '?before=' + oldest + '&limit=' + PAGE;
+  const since = changeSeqNow(id);
   try {
-    const page = await api('GET', '/api/v1/conversations/' + id + '/messages' + query);
-    await ensureUsers(page.messages.map((m) => m.senderId));
-    for (const message of page.messages) store.bySeq.set(message.seq, message);
+    const page = await api('GET', messagesPath(id, query));
+    await ensureUsers(usersOf(page.messages));
+    for (const message of page.messages) putMessage(store, message, { since });
     store.hasOlder = page.hasMore;
+    if (!store.loaded) store.changeCursor = since;
     store.loaded = true;
     if (state.activeId === id) renderMessages(initial ? { stickToBottom: true, force: true } : { keepPosition: true });
   } catch (error) {
@@ -486,7 +658,109 @@ async function loadOlder(id, initial = false) {
     return;
   }
   store.loading = false;
+  renderHistoryStatus(id);
+}
+
+function renderHistoryStatus(id) {
+  if (state.activeId !== id) return;
+  const store = messageStore(id);
   $('#history-status').textContent = store.hasOlder ? '' : 'This is the beginning of the conversation.';
+  $('#jump-latest').hidden = !store.hasNewer;
+}
+
+/** After a jump into older history: the next page towards the newest message. */
+async function loadNewer(id) {
+  const store = messageStore(id);
+  if (store.loading || !store.hasNewer) return;
+  store.loading = true;
+  const since = changeSeqNow(id);
+  try {
+    const page = await api('GET', messagesPath(id, '?after=' + knownLastSeq(id) + '&limit=' + PAGE));
+    await ensureUsers(usersOf(page.messages));
+    for (const message of page.messages) putMessage(store, message, { since });
+    store.hasNewer = page.hasMore;
+    if (state.activeId === id) renderMessages({});
+    // Messages that came live while the gap was open were not kept: fetch them.
+    const conversation = state.conversations.get(id);
+    if (!store.hasNewer && conversation && conversation.lastSeq > knownLastSeq(id)) syncConversations([id]);
+  } catch (error) {
+    $('#history-status').textContent = 'Could not load messages: ' + error.message;
+  } finally {
+    store.loading = false;
+  }
+  renderHistoryStatus(id);
+}
+
+/** Drops an older stretch on show and loads the newest page again. */
+async function showLatest(id) {
+  const store = messageStore(id);
+  if (store.hasNewer) {
+    store.bySeq.clear();
+    store.hasNewer = false;
+    store.hasOlder = true;
+    store.loaded = false;
+    store.changeCursor = null;
+  }
+  state.highlightSeq = null;
+  if (!store.loaded) {
+    await loadOlder(id, true);
+    if (state.online && store.loaded) syncConversations([id]);
+  } else if (state.activeId === id) {
+    renderMessages({ force: true });
+  }
+  renderHistoryStatus(id);
+}
+
+/**
+ * Shows message `seq` of a conversation in view, highlighted. A message a little older than what
+ * is held is reached by filling the gap; one further away by loading the stretch around it alone
+ * (the newer messages then load as the user scrolls down).
+ */
+async function showAround(id, seq) {
+  const store = messageStore(id);
+  if (!store.loaded || !store.bySeq.has(seq)) {
+    if (store.loading) return;
+    store.loading = true;
+    const oldest = store.loaded ? Math.min(...store.bySeq.keys()) : Infinity;
+    const since = changeSeqNow(id);
+    $('#history-status').textContent = 'Loading…';
+    try {
+      if (isFinite(oldest) && seq < oldest && oldest - seq <= 150) {
+        const page = await api('GET', messagesPath(id, '?before=' + oldest + '&limit=' + Math.min(200, oldest - seq + 20)));
+        await ensureUsers(usersOf(page.messages));
+        for (const message of page.messages) putMessage(store, message, { since });
+        store.hasOlder = page.hasMore;
+      } else {
+        const start = Math.max(0, seq - 20);
+        const page = await api('GET', messagesPath(id, '?after=' + start + '&limit=' + PAGE));
+        await ensureUsers(usersOf(page.messages));
+        store.bySeq.clear();
+        for (const message of page.messages) putMessage(store, message, { since });
+        store.hasOlder = start > 0;
+        store.hasNewer = page.hasMore;
+        store.loaded = true;
+        store.changeCursor = since;
+      }
+    } catch (error) {
+      $('#history-status').textContent = 'Could not load messages: ' + error.message;
+      return;
+    } finally {
+      store.loading = false;
+    }
+  }
+  if (state.activeId !== id) return;
+  state.highlightSeq = seq;
+  // The highlight says "here it is"; it goes once the eye has found it.
+  clearTimeout(showAround.highlightTimer);
+  showAround.highlightTimer = setTimeout(() => {
+    if (state.highlightSeq !== seq) return;
+    state.highlightSeq = null;
+    if (state.activeId === id) renderMessages({});
+  }, 4000);
+  renderMessages({});
+  renderHistoryStatus(id);
+  const row = $('#message-list .message[data-seq="' + seq + '"]');
+  if (row) row.scrollIntoView({ block: 'center' });
 }
 
 /** Status of one of our own messages as the other members see it. */
@@ -523,34 +797,252 @@ function renderMessages({ stickToBottom = false, keepPosition = false, force = f
   };
   for (const message of messages) {
     addDay(message.createdAt);
-    const own = message.senderId === state.me.id;
-    rows.push(messageRow({
-      own,
-      body: message.body,
-      time: message.createdAt,
-      sender: conversation.type === 'group' && !own ? userName(message.senderId) : null,
-      status: own ? ownStatus(conversation, message) : null,
-      seq: message.seq,
-    }));
+    rows.push(messageRow(conversation, message));
   }
-  for (const item of pending) {
-    addDay(item.createdAt);
-    rows.push(messageRow({ own: true, body: item.body, time: item.createdAt, status: item.status, error: item.error, clientMsgId: item.clientMsgId }));
+  // Pending messages belong after the newest; while an older stretch is shown they wait.
+  if (!store.hasNewer) {
+    for (const item of pending) {
+      addDay(item.createdAt);
+      rows.push(pendingRow(item));
+    }
   }
   $('#message-list').replaceChildren(...rows);
+  $('#jump-latest').hidden = !store.hasNewer;
   if (keepPosition) scroller.scrollTop = scroller.scrollHeight - fromBottom;
   else if (force || (stickToBottom && nearBottom)) scroller.scrollTop = scroller.scrollHeight;
 }
 
-function messageRow({ own, body, time, sender, status, seq, error, clientMsgId }) {
-  return h('li', { class: 'message' + (own ? ' own' : ''), dataset: { seq: seq || '', status: status || '', clientMsgId: clientMsgId || '' } },
+function statusMark(status) {
+  return status ? h('span', { class: 'status status-' + status, title: statusText[status], 'aria-label': statusText[status] }, statusGlyph[status]) : null;
+}
+
+/** A message as stored: body (with mentions) or tombstone, reply quote, reactions and actions. */
+function messageRow(conversation, message) {
+  const own = message.senderId === state.me.id;
+  const deleted = Boolean(message.deletedAt);
+  const classes = ['message'];
+  if (own) classes.push('own');
+  if (deleted) classes.push('deleted');
+  if (mentionsMe(message)) classes.push('mentions-me');
+  if (state.highlightSeq === message.seq) classes.push('highlighted');
+  if (state.actionsFor === message.id && !deleted) classes.push('actions-open');
+  const status = own ? ownStatus(conversation, message) : null;
+  return h('li', {
+    class: classes.join(' '),
+    dataset: { seq: message.seq, id: message.id, status: status || '' },
+    oncontextmenu: (event) => onMessageContextMenu(event, message),
+    onpointerdown: (event) => onMessagePointerDown(event, message),
+  },
+  h('div', { class: 'bubble', onclick: (event) => onBubbleTap(event, message) },
+    conversation.type === 'group' && !own ? h('span', { class: 'sender' }, userName(message.senderId)) : null,
+    message.replyTo && !deleted ? replyQuote(conversation.id, message.replyTo) : null,
+    deleted ? h('p', { class: 'body tombstone' }, 'Message deleted') : h('p', { class: 'body' }, bodyNodes(message)),
+    h('span', { class: 'meta' },
+      message.editedAt && !deleted ? h('span', { class: 'edited', title: 'Edited at ' + formatTime(message.editedAt) }, 'edited') : null,
+      h('time', { datetime: message.createdAt }, formatTime(message.createdAt)),
+      statusMark(status)),
+    !deleted && message.reactions && message.reactions.length ? reactionChips(message) : null),
+  deleted ? null : messageActions(conversation, message),
+  !deleted && state.pickerFor === message.id ? emojiPicker(message) : null);
+}
+
+function pendingRow(item) {
+  return h('li', { class: 'message own', dataset: { seq: '', status: item.status || '', clientMsgId: item.clientMsgId } },
     h('div', { class: 'bubble' },
-      sender ? h('span', { class: 'sender' }, sender) : null,
-      h('p', { class: 'body' }, body),
-      h('span', { class: 'meta' },
-        h('time', { datetime: time }, formatTime(time)),
-        status ? h('span', { class: 'status status-' + status, title: statusText[status], 'aria-label': statusText[status] }, statusGlyph[status]) : null),
-      error ? h('span', { class: 'send-error' }, error + ' ', h('button', { type: 'button', class: 'link', onclick: () => retry(clientMsgId) }, 'Retry')) : null));
+      item.replyTo ? replyQuote(state.activeId, item.replyTo) : null,
+      h('p', { class: 'body' }, item.body),
+      h('span', { class: 'meta' }, h('time', { datetime: item.createdAt }, formatTime(item.createdAt)), statusMark(item.status)),
+      item.error ? h('span', { class: 'send-error' }, item.error + ' ', h('button', { type: 'button', class: 'link', onclick: () => retry(item.clientMsgId) }, 'Retry')) : null));
+}
+
+/** The body as text nodes, with the mentions of members set apart (ours highlighted). */
+function bodyNodes(message) {
+  if (!message.mentions || !message.mentions.length) return message.body;
+  const mentioned = new Map();
+  for (const id of message.mentions) {
+    const user = state.users.get(id);
+    if (user) mentioned.set(user.username.toLowerCase(), id);
+  }
+  return splitMentions(message.body).map((part) => {
+    if (!part.mention || !mentioned.has(part.mention)) return part.text;
+    const me = mentioned.get(part.mention) === state.me.id;
+    return h('span', { class: 'mention' + (me ? ' mention-me' : ''), title: userName(mentioned.get(part.mention)) }, part.text);
+  });
+}
+
+/** The message a reply answers, as it reads now if we hold it; a click goes there. */
+function replyQuote(conversationId, reference) {
+  const held = messageStore(conversationId).bySeq.get(reference.seq);
+  const text = held ? (held.deletedAt ? '' : held.body) : reference.preview;
+  const sender = userName(reference.senderId);
+  return h('button', {
+    type: 'button',
+    class: 'reply-quote',
+    dataset: { seq: reference.seq },
+    'aria-label': 'Reply to ' + sender + ': ' + (text ? preview(text) : 'message deleted') + '. Show it.',
+    onclick: (event) => { event.stopPropagation(); showAround(conversationId, reference.seq); },
+  },
+  h('span', { class: 'quote-sender' }, sender),
+  h('span', { class: 'quote-preview' + (text ? '' : ' tombstone') }, text ? preview(text) : 'Message deleted'));
+}
+
+function reactedWith(message, emoji) {
+  const reaction = (message.reactions || []).find((r) => r.emoji === emoji);
+  return Boolean(reaction && reaction.userIds.includes(state.me.id));
+}
+
+function reactionChips(message) {
+  return h('div', { class: 'reactions' }, message.reactions.map((reaction) => {
+    const mine = reaction.userIds.includes(state.me.id);
+    const names = reaction.userIds.map((id) => (id === state.me.id ? 'You' : userName(id)));
+    const more = reaction.count - reaction.userIds.length;
+    return h('button', {
+      type: 'button',
+      class: 'reaction' + (mine ? ' mine' : ''),
+      'aria-pressed': String(mine),
+      dataset: { emoji: reaction.emoji },
+      title: names.join(', ') + (more > 0 ? ' and ' + more + ' more' : ''),
+      'aria-label': reaction.emoji + ' ' + reaction.count + (mine ? ', including you' : '') + '. ' + (mine ? 'Remove your reaction' : 'React too'),
+      onclick: (event) => { event.stopPropagation(); setReaction(message, reaction.emoji, !mine); },
+    }, h('span', { class: 'reaction-emoji', 'aria-hidden': 'true' }, reaction.emoji), h('span', { class: 'reaction-count' }, String(reaction.count)));
+  }));
+}
+
+function canDelete(conversation, message) {
+  return message.senderId === state.me.id || (conversation.type === 'group' && rank[myRole(conversation)] >= 1);
+}
+
+/** Reply, react, edit, delete: shown on hover or focus, or after a long press (touch). */
+function messageActions(conversation, message) {
+  const own = message.senderId === state.me.id;
+  const action = (name, label, run, extra = {}) => h('button', {
+    type: 'button', class: 'ghost small', dataset: { action: name }, onclick: (event) => { event.stopPropagation(); run(); }, ...extra,
+  }, label);
+  return h('div', { class: 'message-actions', role: 'toolbar', 'aria-label': 'Message actions' },
+    action('reply', 'Reply', () => startReply(message)),
+    action('react', 'React', () => togglePicker(message.id), { 'aria-expanded': String(state.pickerFor === message.id) }),
+    own ? action('edit', 'Edit', () => startEdit(message)) : null,
+    canDelete(conversation, message) ? action('delete', 'Delete', () => deleteMessage(message), { class: 'ghost small danger-text' }) : null);
+}
+
+function emojiPicker(message) {
+  return h('div', { class: 'emoji-picker', role: 'group', 'aria-label': 'Add a reaction' }, QUICK_EMOJI.map((emoji) => h('button', {
+    type: 'button',
+    class: 'emoji' + (reactedWith(message, emoji) ? ' mine' : ''),
+    dataset: { emoji },
+    'aria-label': 'React with ' + emoji,
+    onclick: (event) => {
+      event.stopPropagation();
+      state.pickerFor = null;
+      state.actionsFor = null;
+      setReaction(message, emoji, !reactedWith(message, emoji));
+    },
+  }, emoji)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Message actions
+
+let longPress = null;
+let suppressTap = false;
+let lastPointerType = matchMedia('(hover: hover)').matches ? 'mouse' : 'touch';
+
+/** Hover shows message actions only while a mouse is in use (a laptop may have a touch screen too). */
+function trackPointer(event) {
+  if (event.pointerType === lastPointerType) return;
+  lastPointerType = event.pointerType;
+  document.body.classList.toggle('mouse', lastPointerType === 'mouse');
+}
+
+function openActions(messageId) {
+  state.actionsFor = messageId;
+  state.pickerFor = null;
+  renderMessages({});
+}
+
+function closeActions() {
+  if (state.actionsFor === null && state.pickerFor === null) return;
+  state.actionsFor = null;
+  state.pickerFor = null;
+  if (state.activeId) renderMessages({});
+}
+
+const interactive = (target) => target.closest('button, a, input, textarea, .message-actions, .emoji-picker');
+
+/** A long press on a touch screen opens the actions (Android reports it as a context menu too). */
+function onMessageContextMenu(event, message) {
+  if (event.pointerType === 'mouse' || message.deletedAt || interactive(event.target)) return;
+  event.preventDefault();
+  clearTimeout(longPress);
+  suppressTap = true;
+  openActions(message.id);
+}
+
+function onMessagePointerDown(event, message) {
+  suppressTap = false;
+  if (event.pointerType === 'mouse' || message.deletedAt || interactive(event.target)) return;
+  const start = { x: event.clientX, y: event.clientY };
+  clearTimeout(longPress);
+  const cancel = (e) => {
+    if (e.type === 'pointermove' && Math.hypot(e.clientX - start.x, e.clientY - start.y) < 10) return;
+    clearTimeout(longPress);
+    window.removeEventListener('pointermove', cancel);
+    window.removeEventListener('pointerup', cancel);
+    window.removeEventListener('pointercancel', cancel);
+  };
+  window.addEventListener('pointermove', cancel);
+  window.addEventListener('pointerup', cancel);
+  window.addEventListener('pointercancel', cancel);
+  longPress = setTimeout(() => {
+    suppressTap = true;
+    openActions(message.id);
+  }, 450);
+}
+
+/** On a touch screen a tap on a message toggles its actions. */
+function onBubbleTap(event, message) {
+  if (suppressTap) {
+    suppressTap = false;
+    return;
+  }
+  if (message.deletedAt || interactive(event.target) || (event.pointerType || lastPointerType) === 'mouse') return;
+  event.stopPropagation();
+  if (state.actionsFor === message.id) closeActions();
+  else openActions(message.id);
+}
+
+function togglePicker(messageId) {
+  state.pickerFor = state.pickerFor === messageId ? null : messageId;
+  renderMessages({});
+}
+
+function messageURL(message) {
+  return '/api/v1/conversations/' + message.conversationId + '/messages/' + message.id;
+}
+
+async function setReaction(message, emoji, present) {
+  try {
+    await api(present ? 'PUT' : 'DELETE', messageURL(message) + '/reactions/' + encodeURIComponent(emoji));
+  } catch (error) {
+    $('#history-status').textContent = 'Could not react: ' + error.message;
+  }
+  // The `updated` frame that follows shows the change on every device, this one included.
+}
+
+async function deleteMessage(message) {
+  closeActions();
+  if (!confirm(message.senderId === state.me.id ? 'Delete this message for everyone?' : 'Delete ' + userName(message.senderId) + '’s message for everyone?')) return;
+  try {
+    await api('DELETE', messageURL(message));
+    // Show the tombstone now; the `updated` frame brings the same.
+    const store = messageStore(message.conversationId);
+    if (store.bySeq.get(message.seq)) {
+      putMessage(store, { ...message, body: '', deletedAt: new Date().toISOString(), mentions: [], reactions: [], changeSeq: undefined });
+    }
+    if (state.activeId === message.conversationId) renderMessages({});
+  } catch (error) {
+    $('#history-status').textContent = 'Could not delete: ' + error.message;
+  }
 }
 
 function renderTyping() {
@@ -567,6 +1059,7 @@ function markActiveRead() {
   if (conversation.lastSeq > conversation.readSeq) {
     conversation.readSeq = conversation.lastSeq;
     conversation.unreadCount = 0;
+    conversation.mentionCount = 0;
     renderConversationList();
     if (!(socket && socket.send({ type: 'read', conversationId: id, seq: conversation.lastSeq }))) {
       api('POST', '/api/v1/conversations/' + id + '/read', { seq: conversation.lastSeq }).catch(() => {});
@@ -588,6 +1081,8 @@ function sendTyping(stateValue) {
 function onComposerInput() {
   const text = $('#composer-input').value;
   autoGrow();
+  updateMentionPicker();
+  if (state.composer.editing) return;
   clearTimeout(typingIdle);
   if (!text.trim()) {
     if (lastTypingSent) { sendTyping('stop'); lastTypingSent = 0; }
@@ -607,23 +1102,41 @@ function autoGrow() {
   input.style.overflowY = input.scrollHeight > 160 ? 'auto' : 'hidden';
 }
 
+function tooLong(body) {
+  if (new TextEncoder().encode(body).length <= 4000) return false;
+  $('#history-status').textContent = 'That message is too long (4000 bytes at most).';
+  return true;
+}
+
+function sendFrame(conversationId, pending) {
+  const frame = { type: 'send', conversationId, clientMsgId: pending.clientMsgId, body: pending.body };
+  if (pending.replyTo) frame.replyToId = pending.replyTo.id;
+  return frame;
+}
+
 function sendMessage() {
+  askNotificationPermission();
+  if (state.composer.editing) return saveEdit();
   const input = $('#composer-input');
   const body = input.value;
   if (!body.trim() || !state.activeId) return;
-  if (new TextEncoder().encode(body).length > 4000) {
-    $('#history-status').textContent = 'That message is too long (4000 bytes at most).';
-    return;
-  }
+  if (tooLong(body)) return;
+  const id = state.activeId;
   const clientMsgId = crypto.randomUUID();
-  const store = messageStore(state.activeId);
-  store.pending.set(clientMsgId, { clientMsgId, body, createdAt: new Date().toISOString(), status: 'pending' });
+  const store = messageStore(id);
+  const replyTo = state.composer.replyTo;
+  const pending = { clientMsgId, body, createdAt: new Date().toISOString(), status: 'pending' };
+  if (replyTo) pending.replyTo = { id: replyTo.id, seq: replyTo.seq, senderId: replyTo.senderId, preview: replyTo.body.slice(0, 140) };
+  store.pending.set(clientMsgId, pending);
   input.value = '';
   autoGrow();
+  resetComposerMode();
   clearTimeout(typingIdle);
   lastTypingSent = 0;
-  socket && socket.send({ type: 'send', conversationId: state.activeId, clientMsgId, body });
-  renderMessages({ force: true });
+  socket && socket.send(sendFrame(id, pending));
+  // A new message goes after the newest: leave an older stretch for the latest page.
+  if (store.hasNewer) showLatest(id);
+  else renderMessages({ force: true });
 }
 
 function retry(clientMsgId) {
@@ -632,9 +1145,271 @@ function retry(clientMsgId) {
     if (!pending) continue;
     pending.status = 'pending';
     pending.error = null;
-    socket && socket.send({ type: 'send', conversationId, clientMsgId, body: pending.body });
+    socket && socket.send(sendFrame(conversationId, pending));
     renderMessages({});
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Composer modes: replying and editing
+
+function renderComposerMode() {
+  const { replyTo, editing } = state.composer;
+  const bar = $('#composer-context');
+  bar.hidden = !replyTo && !editing;
+  bar.classList.toggle('editing', Boolean(editing));
+  if (editing) {
+    $('#composer-context-label').textContent = 'Editing message';
+    $('#composer-context-preview').textContent = 'Enter saves, Esc cancels';
+  } else if (replyTo) {
+    $('#composer-context-label').textContent = 'Replying to ' + userName(replyTo.senderId);
+    $('#composer-context-preview').textContent = preview(replyTo.body, 80);
+  }
+  $('#send-button').textContent = editing ? 'Save' : 'Send';
+  $('#composer').classList.toggle('editing', Boolean(editing));
+}
+
+function focusComposerEnd() {
+  const input = $('#composer-input');
+  input.focus();
+  input.setSelectionRange(input.value.length, input.value.length);
+}
+
+function startReply(message) {
+  if (state.composer.editing) resetComposerMode();
+  state.composer.replyTo = message;
+  state.actionsFor = null;
+  state.pickerFor = null;
+  renderComposerMode();
+  renderMessages({});
+  focusComposerEnd();
+}
+
+function startEdit(message) {
+  const input = $('#composer-input');
+  if (!state.composer.editing) state.composer.draft = input.value;
+  state.composer.editing = message;
+  state.composer.replyTo = null;
+  state.actionsFor = null;
+  state.pickerFor = null;
+  input.value = message.body;
+  autoGrow();
+  closeMentionPicker();
+  renderComposerMode();
+  renderMessages({});
+  focusComposerEnd();
+}
+
+/** Leaves reply or edit mode; an edit puts back the draft it set aside. */
+function resetComposerMode() {
+  if (state.composer.editing) {
+    $('#composer-input').value = state.composer.draft;
+    autoGrow();
+  }
+  state.composer = { replyTo: null, editing: null, draft: '' };
+  renderComposerMode();
+}
+
+async function saveEdit() {
+  const message = state.composer.editing;
+  const body = $('#composer-input').value;
+  if (!body.trim()) {
+    $('#history-status').textContent = 'A message cannot be empty. To remove it, delete it.';
+    return;
+  }
+  if (tooLong(body)) return;
+  resetComposerMode();
+  if (body === message.body) return;
+  try {
+    const { message: edited } = await api('PATCH', messageURL(message), { body });
+    const store = messageStore(edited.conversationId);
+    if (store.bySeq.get(edited.seq)) putMessage(store, edited);
+    if (state.activeId === edited.conversationId) renderMessages({});
+  } catch (error) {
+    $('#history-status').textContent = 'Could not save the edit: ' + error.message;
+  }
+}
+
+/** ↑ in an empty composer: edit our newest message. */
+function editLastOwn() {
+  const store = state.activeId && messageStore(state.activeId);
+  if (!store) return false;
+  const own = [...store.bySeq.values()].filter((m) => m.senderId === state.me.id && !m.deletedAt).sort((a, b) => b.seq - a.seq)[0];
+  if (!own) return false;
+  startEdit(own);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// @mentions in the composer
+
+function updateMentionPicker() {
+  const input = $('#composer-input');
+  const conversation = state.conversations.get(state.activeId);
+  const typed = conversation && input.selectionStart === input.selectionEnd ? mentionQuery(input.value, input.selectionStart) : null;
+  if (!typed) return closeMentionPicker();
+  const query = typed.query.toLowerCase();
+  const users = conversation.members
+    .map((m) => state.users.get(m.userId))
+    .filter((u) => u && u.id !== state.me.id && (u.username.toLowerCase().startsWith(query) || u.displayName.toLowerCase().startsWith(query)))
+    .sort((a, b) => a.username.localeCompare(b.username))
+    .slice(0, 8);
+  if (!users.length) return closeMentionPicker();
+  const previous = state.mentionPicker;
+  const index = previous && previous.start === typed.start ? Math.min(previous.index, users.length - 1) : 0;
+  state.mentionPicker = { start: typed.start, end: input.selectionStart, users, index };
+  renderMentionPicker();
+}
+
+function renderMentionPicker() {
+  const picker = state.mentionPicker;
+  const list = $('#mention-suggestions');
+  const input = $('#composer-input');
+  if (!picker) {
+    list.hidden = true;
+    list.replaceChildren();
+    input.removeAttribute('aria-activedescendant');
+    return;
+  }
+  list.replaceChildren(...picker.users.map((user, i) => h('li', {
+    id: 'mention-option-' + i,
+    role: 'option',
+    class: 'mention-option',
+    'aria-selected': String(i === picker.index),
+    dataset: { username: user.username },
+    // Keep the focus in the composer.
+    onmousedown: (event) => event.preventDefault(),
+    onclick: () => insertMention(user),
+  }, h('span', { class: 'avatar small', 'aria-hidden': 'true' }, initials(user.displayName)),
+  h('span', {}, user.displayName), h('span', { class: 'hint' }, ' @' + user.username))));
+  list.hidden = false;
+  input.setAttribute('aria-activedescendant', 'mention-option-' + picker.index);
+}
+
+function closeMentionPicker() {
+  if (!state.mentionPicker && $('#mention-suggestions').hidden) return;
+  state.mentionPicker = null;
+  renderMentionPicker();
+}
+
+function insertMention(user) {
+  const picker = state.mentionPicker;
+  if (!picker) return;
+  const input = $('#composer-input');
+  const text = '@' + user.username + ' ';
+  input.value = input.value.slice(0, picker.start) + text + input.value.slice(picker.end);
+  const caret = picker.start + text.length;
+  input.focus();
+  input.setSelectionRange(caret, caret);
+  closeMentionPicker();
+  autoGrow();
+}
+
+/** Keys in the composer: the mention list first, then edit mode, then sending. */
+function onComposerKeyDown(event) {
+  const picker = state.mentionPicker;
+  if (picker) {
+    if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
+      event.preventDefault();
+      const step = event.key === 'ArrowDown' ? 1 : -1;
+      picker.index = (picker.index + step + picker.users.length) % picker.users.length;
+      return renderMentionPicker();
+    }
+    if ((event.key === 'Enter' && !event.shiftKey) || event.key === 'Tab') {
+      event.preventDefault();
+      return insertMention(picker.users[picker.index]);
+    }
+    if (event.key === 'Escape') {
+      event.preventDefault();
+      return closeMentionPicker();
+    }
+  }
+  if (event.key === 'Escape' && (state.composer.editing || state.composer.replyTo)) {
+    event.preventDefault();
+    return resetComposerMode();
+  }
+  if (event.key === 'ArrowUp' && !event.shiftKey && !event.altKey && !event.ctrlKey && !event.metaKey
+      && event.currentTarget.value === '' && !state.composer.editing) {
+    if (editLastOwn()) event.preventDefault();
+    return;
+  }
+  if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    sendMessage();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Search
+
+function searchable(query) {
+  return /[\p{L}\p{N}]/u.test(query) && new TextEncoder().encode(query).length <= 256;
+}
+
+function clearSearch() {
+  state.search = { query: '', results: [], hasMore: false, token: state.search.token + 1 };
+  renderSearch();
+}
+
+async function runSearch(query, more = false) {
+  query = query.trim();
+  if (!query) return clearSearch();
+  // Enter and the typing pause both ask for the same search: once is enough.
+  if (!more && query === state.search.query && (state.search.loading || state.search.results.length)) return;
+  const token = ++state.search.token;
+  if (!more) state.search = { query, results: [], hasMore: false, token };
+  if (!searchable(query)) {
+    state.search.error = new TextEncoder().encode(query).length > 256 ? 'That search is too long.' : 'Search for a word or a number.';
+    return renderSearch();
+  }
+  state.search.error = null;
+  state.search.loading = true;
+  renderSearch();
+  const before = more && state.search.results.length ? '&before=' + state.search.results.at(-1).message.id : '';
+  try {
+    const page = await api('GET', '/api/v1/search?q=' + encodeURIComponent(query) + '&limit=20' + before);
+    if (token !== state.search.token) return;
+    await ensureUsers(page.results.map((hit) => hit.message.senderId)).catch(() => {});
+    state.search.results = more ? [...state.search.results, ...page.results] : page.results;
+    state.search.hasMore = page.hasMore;
+  } catch (error) {
+    if (token !== state.search.token) return;
+    state.search.error = error.message;
+  }
+  state.search.loading = false;
+  renderSearch();
+}
+
+function renderSearch() {
+  const { query, results, hasMore, error, loading } = state.search;
+  const active = Boolean(query);
+  $('#search-panel').hidden = !active;
+  $('#conversation-list').hidden = active;
+  if (!active) {
+    $('#search-results').replaceChildren();
+    $('#no-conversations').hidden = !state.me || state.conversations.size > 0;
+    return;
+  }
+  $('#no-conversations').hidden = true;
+  $('#search-status').textContent = error || (loading && !results.length ? 'Searching…'
+    : results.length ? results.length + (hasMore ? '+' : '') + (results.length === 1 ? ' message' : ' messages') : 'No messages found.');
+  $('#search-results').replaceChildren(...results.map((hit) => {
+    const message = hit.message;
+    const conversation = state.conversations.get(message.conversationId);
+    return h('li', {},
+      h('button', {
+        type: 'button',
+        class: 'search-hit',
+        dataset: { id: message.id, seq: message.seq, conversationId: message.conversationId },
+        onclick: () => openConversation(message.conversationId, { focusSeq: message.seq }),
+      },
+      h('span', { class: 'item-top' },
+        h('span', { class: 'item-name' }, conversation ? conversationName(conversation) : 'Conversation'),
+        h('span', { class: 'item-time' }, shortStamp(message.createdAt))),
+      h('span', { class: 'hit-sender' }, message.senderId === state.me.id ? 'You' : userName(message.senderId)),
+      h('span', { class: 'hit-snippet' }, highlightNodes(hit.highlight))));
+  }));
+  $('#search-more').hidden = !hasMore || loading;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -723,16 +1498,34 @@ function wireApp() {
   $('#signout-button').addEventListener('click', signOut);
   $('#back-button').addEventListener('click', closeConversationView);
   $('#composer').addEventListener('submit', (event) => { event.preventDefault(); sendMessage(); });
-  $('#composer-input').addEventListener('keydown', (event) => {
-    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      sendMessage();
-    }
-  });
+  $('#composer-input').addEventListener('keydown', onComposerKeyDown);
   $('#composer-input').addEventListener('input', onComposerInput);
+  $('#composer-input').addEventListener('click', updateMentionPicker);
+  $('#composer-input').addEventListener('blur', closeMentionPicker);
+  $('#composer-cancel').addEventListener('click', () => { resetComposerMode(); $('#composer-input').focus(); });
+  $('#jump-latest').addEventListener('click', () => state.activeId && showLatest(state.activeId));
   $('#message-scroller').addEventListener('scroll', () => {
-    if (state.activeId && $('#message-scroller').scrollTop < 80) loadOlder(state.activeId);
+    const scroller = $('#message-scroller');
+    if (!state.activeId) return;
+    if (scroller.scrollTop < 80) loadOlder(state.activeId);
+    if (scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80) loadNewer(state.activeId);
   });
+  document.body.classList.toggle('mouse', lastPointerType === 'mouse');
+  document.addEventListener('pointermove', trackPointer, { passive: true });
+  document.addEventListener('pointerdown', trackPointer, { passive: true });
+  // Open message actions close when the user turns to something else.
+  document.addEventListener('click', (event) => {
+    if (!event.target.closest || !event.target.closest('.message.actions-open, .emoji-picker')) closeActions();
+  });
+  document.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape' && (state.actionsFor || state.pickerFor)) closeActions();
+  });
+
+  const searchInput = $('#search-input');
+  const searchSoon = debounce(() => runSearch(searchInput.value), 300);
+  searchInput.addEventListener('input', () => (searchInput.value.trim() ? searchSoon() : clearSearch()));
+  $('#search-form').addEventListener('submit', (event) => { event.preventDefault(); runSearch(searchInput.value); });
+  $('#search-more').addEventListener('click', () => runSearch(state.search.query, true));
   document.addEventListener('visibilitychange', markActiveRead);
   window.addEventListener('offline', () => { $('#offline-banner').hidden = false; });
 
