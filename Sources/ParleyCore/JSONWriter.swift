@@ -173,12 +173,7 @@ extension JSONWriter {
         }
         comma()
         key("mentions")
-        raw("[")
-        for (index, user) in message.mentions.enumerated() {
-            if index > 0 { comma() }
-            uuid(user)
-        }
-        raw("]")
+        uuids(message.mentions)
         comma()
         key("reactions")
         raw("[")
@@ -192,15 +187,20 @@ extension JSONWriter {
             integer(Int64(reaction.count))
             comma()
             key("userIds")
-            raw("[")
-            for (i, user) in reaction.userIDs.enumerated() {
-                if i > 0 { comma() }
-                uuid(user)
-            }
-            raw("]")
+            uuids(reaction.userIDs)
             raw("}")
         }
         raw("]")
         raw("}")
+    }
+
+    /// A JSON array of ids.
+    mutating func uuids(_ ids: [UUID]) {
+        raw("[")
+        for (index, id) in ids.enumerated() {
+            if index > 0 { comma() }
+            uuid(id)
+        }
+        raw("]")
     }
 }
