@@ -8,6 +8,8 @@
 #   scripts/bench-stream.sh lag [rate]          # default 5000: outbox lag with the stream on, 3 runs
 #   scripts/bench-stream.sh relay [events]      # default 200000: parley-bench outbox, 3 runs
 #   scripts/bench-stream.sh raw [rates…]        # default 3000 4000 5000: T1's load against the raw relay (the floor)
+#   scripts/bench-stream.sh ab DIR [rates…]     # default 3000 4000 5000: T1, stream off, this build against the
+#                                               # build in DIR (another commit's .build/release), runs interleaved
 #
 # PARLEY_BENCH_RUNS (3), PARLEY_BENCH_DURATION (20 s measured after 3 s of warm-up).
 set -euo pipefail
@@ -27,23 +29,29 @@ brokers=$PARLEY_TEST_KAFKA_BROKERS
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
+# Seeds 200 users in direct pairs with the build in $B, once per build directory (each build's
+# own schema and tokens): sets `seeded` and `seedfile`.
 seed() {
-  [ -f $work/seed.json ] && return
-  rm -rf $work/seeded
-  $B/parley seed --data-dir $work/seeded --users 200 --layout direct --out $work/seed.json >/dev/null
+  local key
+  key=$(realpath $B | md5sum | cut -c1-8)
+  seeded=$work/seeded-$key seedfile=$work/seed-$key.json
+  [ -f $seedfile ] && return
+  rm -rf $seeded
+  $B/parley seed --data-dir $seeded --users 200 --layout direct --out $seedfile.tmp >/dev/null
+  mv $seedfile.tmp $seedfile
 }
 
 # One T1 run: a fresh copy of the seeded data directory, a node (stream on or off), 100 pairs at
 # `rate` msgs/s. Prints "p99_ms cpu_us lost lag_le_100ms_fraction lag_p99_bucket_ms".
 run_t1() {
   local stream=$1 rate=$2
-  rm -rf $work/data && cp -r $work/seeded $work/data
+  rm -rf $work/data && cp -r $seeded $work/data
   local env=(PARLEY_RATE_LIMITS=false PARLEY_PORT=$port PARLEY_DATA_DIR=$work/data PARLEY_LOG_LEVEL=warning)
   if [ "$stream" = on ]; then env+=(PARLEY_KAFKA_BROKERS=$brokers PARLEY_KAFKA_TOPIC_PREFIX="bench$RANDOM."); fi
   env "${env[@]}" $B/parley serve >$work/server.log 2>&1 &
   local pid=$!
   for _ in $(seq 100); do curl -fs localhost:$port/ready >/dev/null && break; sleep 0.1; done
-  $B/parley-bench direct --url ws://127.0.0.1:$port/api/v1/ws --seed $work/seed.json --pairs 100 --rate "$rate" \
+  ${bench:-$B}/parley-bench direct --url ws://127.0.0.1:$port/api/v1/ws --seed $seedfile --pairs 100 --rate "$rate" \
     --duration "$duration" --warmup 3 --server-pid $pid --json $work/report.json >/dev/null 2>&1 &
   local bench=$!
   local lag="- -"
@@ -103,6 +111,31 @@ case $mode in
       done
     done
     ;;
+  ab)
+    # The same load on two builds in one session, alternating run by run so that the machine's
+    # drift falls on both alike: the cost of a change to the send path.
+    other=${1:?usage: scripts/bench-stream.sh ab DIR [rates…]}
+    shift
+    [ -x "$other/parley" ] || { echo "bench-stream: no parley build in $other" >&2; exit 1; }
+    rates=("$@"); [ ${#rates[@]} -gt 0 ] || rates=(3000 4000 5000)
+    this=$B bench=$B   # one load generator for both sides
+    for build in "$this" "$other"; do B=$build; seed; done
+    for rate in "${rates[@]}"; do
+      : >$work/results-this; : >$work/results-other
+      for r in $(seq "$runs"); do
+        for side in this other; do
+          if [ $side = this ]; then B=$this; else B=$other; fi
+          seed
+          line=$(run_t1 off "$rate")
+          echo "T1 rate $rate build $side ($B) run $r: p99 e2e / CPU µs per msg / lost: ${line% - -}"
+          echo "$line" >>$work/results-$side
+        done
+      done
+      for side in this other; do
+        echo "T1 rate $rate build $side MEDIAN: p99 $(cut -d' ' -f1 $work/results-$side | median) ms, CPU $(cut -d' ' -f2 $work/results-$side | median) µs/msg"
+      done
+    done
+    ;;
   lag)
     seed
     rate=${1:-5000}
@@ -150,5 +183,5 @@ print(f"{p99:.1f} {cpu:.0f} {lost}")' $work/report.json)
       echo "raw relay rate $rate MEDIAN: p99 $(cut -d' ' -f1 $work/results | median) ms, CPU $(cut -d' ' -f2 $work/results | median) µs/msg"
     done
     ;;
-  *) echo "usage: scripts/bench-stream.sh t1|lag|relay|raw [args]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench-stream.sh t1|lag|relay|raw|ab [args]" >&2; exit 2 ;;
 esac

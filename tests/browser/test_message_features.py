@@ -98,10 +98,14 @@ def accept_confirm(browser):
 
 
 def record_notifications(browser):
-    """Replaces the Notification API with a recorder that has permission (headless shows none)."""
+    """Replaces the Notification API with a recorder that has permission (headless shows none), and
+    puts the tab in the background (`set_tab_hidden` brings it back)."""
     browser.execute_script(
         """
         window.__notes = [];
+        window.__hidden = true;
+        Object.defineProperty(document, 'visibilityState', {
+          configurable: true, get: () => (window.__hidden ? 'hidden' : 'visible') });
         window.Notification = class {
           static permission = 'granted';
           static requestPermission() { return Promise.resolve('granted'); }
@@ -110,6 +114,11 @@ def record_notifications(browser):
           close() {}
         };
         """)
+
+
+def set_tab_hidden(browser, hidden):
+    browser.execute_script(
+        "window.__hidden = arguments[0]; document.dispatchEvent(new Event('visibilitychange'))", hidden)
 
 
 def new_group(browser, name, member_username):
@@ -171,6 +180,9 @@ def test_reply_react_edit_delete_and_mention_live(server, browser_factory, artif
     notes = bob.execute_script("return window.__notes")
     assert {"title": "Alice mentioned you in Launch", "body": mention_text} in notes, notes
 
+    # Back in the foreground Bob reads; nothing more pops up while he looks at the page.
+    set_tab_hidden(bob, False)
+    notes_before = len(notes)
     open_conversation(bob, "Launch")
     wait_for_body(bob, mention_text)
     mention_seq = seq_of(bob, mention_text)
@@ -236,6 +248,8 @@ def test_reply_react_edit_delete_and_mention_live(server, browser_factory, artif
         wait(browser).until(lambda b: shown(b, reply_seq)["body"] == "Message deleted" and "deleted" in shown(b, reply_seq)["classes"])
         assert shown(browser, reply_seq)["actions"] == []
     assert "Looks good" not in bodies(bob)
+    # Edits and deletions are no news: nothing popped up while Bob's tab was in view.
+    assert len(bob.execute_script("return window.__notes")) == notes_before
 
     # A reload shows the same state, from the server.
     bob.refresh()
@@ -492,3 +506,46 @@ def test_dark_theme_follows_the_system(server, browser_factory):
     dark = browser.execute_script(
         "const c = getComputedStyle(document.documentElement).backgroundColor.match(/\\d+/g).map(Number); return c[0] + c[1] + c[2]")
     assert dark < 150
+
+
+NOTIFICATION_PROBE = """
+window.__asked = 0;
+window.Notification = class {
+  static permission = 'default';
+  static requestPermission() { window.__asked += 1; return Promise.resolve('default'); }
+  addEventListener() {}
+  close() {}
+};
+"""
+
+
+def test_permission_asked_on_a_click_and_own_messages_count_as_read(server, browser_factory):
+    browser = browser_factory()
+    # In every page this tab loads, before the web client's scripts run.
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": NOTIFICATION_PROBE})
+    username = sign_up(browser, server, "una")
+    bob_token, _ = register(server, "bob")
+    carol_token, _ = register(server, "carol")
+    with_bob = direct_with(server, bob_token, username)
+    direct_with(server, carol_token, username)
+    api_call(server, "POST", f"/api/v1/conversations/{with_bob}/messages", {"body": "Morning"}, bob_token)
+
+    # A page that restores its session asks nothing by itself; the first click on a conversation does.
+    browser.refresh()
+    visible(browser, "#app-view")
+    wait(browser).until(lambda b: badge(b, "Bob") == "1")
+    assert browser.execute_script("return window.__asked") == 0
+    open_conversation(browser, "Bob")
+    wait_for_body(browser, "Morning")
+    assert browser.execute_script("return window.__asked") == 1
+
+    # Una answers and looks at another conversation; Bob's next message is her one unread message
+    # (her own message moved her read mark, as it does on the server).
+    send(browser, "Morning to you")
+    wait(browser).until(lambda b: row(b, "Morning to you").get_attribute("data-seq"))
+    open_conversation(browser, "Carol")
+    api_call(server, "POST", f"/api/v1/conversations/{with_bob}/messages", {"body": "Coffee?"}, bob_token)
+    wait(browser).until(lambda b: badge(b, "Bob") != "")
+    assert badge(browser, "Bob") == "1"
+    assert browser.title == "(1) Parley"
+    no_script_errors(browser)

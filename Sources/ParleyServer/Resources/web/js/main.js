@@ -253,6 +253,13 @@ function addMessage(message) {
     conversation.lastMessage = message;
     conversation.updatedAt = message.createdAt;
   }
+  // Sending reads everything before it: the server moves the sender's read mark with the send.
+  if (conversation && message.senderId === state.me.id && message.seq > conversation.readSeq) {
+    conversation.readSeq = message.seq;
+    conversation.unreadCount = Math.max(0, conversation.lastSeq - conversation.readSeq);
+    const mine = (conversation.members || []).find((m) => m.userId === state.me.id);
+    if (mine && (mine.readSeq ?? 0) < message.seq) mine.readSeq = message.seq;
+  }
 }
 
 const mentionsMe = (message) => !message.deletedAt && (message.mentions || []).includes(state.me.id);
@@ -372,7 +379,7 @@ function onMessage(message) {
       if (mentionsMe(message)) conversation.mentionCount = (conversation.mentionCount || 0) + 1;
       scheduleDelivered(message.conversationId, message.seq);
     }
-    if (!readNow) notifyMessage(conversation, message);
+    if (document.visibilityState === 'hidden') notifyMessage(conversation, message);
   }
   renderConversationList();
   if (state.activeId === message.conversationId) renderMessages({ stickToBottom: true });
@@ -404,12 +411,26 @@ function onUpdated(frame) {
     }
   }
   if (conversation.lastMessage && conversation.lastMessage.id === message.id) conversation.lastMessage = message;
+  // Replies quote the original as it reads now, also when the original itself is not loaded.
+  if (store) {
+    const quote = message.deletedAt ? '' : message.body.slice(0, 140);
+    for (const [seq, reply] of store.bySeq) {
+      if (reply.replyTo && reply.replyTo.id === message.id && reply.replyTo.preview !== quote) {
+        store.bySeq.set(seq, { ...reply, replyTo: { ...reply.replyTo, preview: quote } });
+      }
+    }
+  }
   if (store && store.changeCursor != null && !store.syncing) {
     if (frame.changeSeq === store.changeCursor + 1) store.changeCursor = frame.changeSeq;
     else if (frame.changeSeq > store.changeCursor + 1) syncConversations([id]);
   }
-  const editing = state.composer.editing;
+  const { editing, replyTo } = state.composer;
   if (editing && editing.id === message.id && message.deletedAt) resetComposerMode();
+  else if (replyTo && replyTo.id === message.id) {
+    if (message.deletedAt) resetComposerMode();
+    else { state.composer.replyTo = message; renderComposerMode(); }
+  }
+  if (state.search && state.search.results) refreshSearchHit(message);
   renderConversationList();
   if (state.activeId === id) renderMessages({});
 }
@@ -833,7 +854,8 @@ function messageRow(conversation, message) {
     oncontextmenu: (event) => onMessageContextMenu(event, message),
     onpointerdown: (event) => onMessagePointerDown(event, message),
   },
-  h('div', { class: 'bubble', onclick: (event) => onBubbleTap(event, message) },
+  // Focusable, so that the keyboard reaches the actions (they show while focus is inside).
+  h('div', { class: 'bubble', tabindex: '0', onclick: (event) => onBubbleTap(event, message) },
     conversation.type === 'group' && !own ? h('span', { class: 'sender' }, userName(message.senderId)) : null,
     message.replyTo && !deleted ? replyQuote(conversation.id, message.replyTo) : null,
     deleted ? h('p', { class: 'body tombstone' }, 'Message deleted') : h('p', { class: 'body' }, bodyNodes(message)),
@@ -971,7 +993,7 @@ const interactive = (target) => target.closest('button, a, input, textarea, .mes
 
 /** A long press on a touch screen opens the actions (Android reports it as a context menu too). */
 function onMessageContextMenu(event, message) {
-  if (event.pointerType === 'mouse' || message.deletedAt || interactive(event.target)) return;
+  if ((event.pointerType || lastPointerType) === 'mouse' || message.deletedAt || interactive(event.target)) return;
   event.preventDefault();
   clearTimeout(longPress);
   suppressTap = true;
@@ -1223,7 +1245,10 @@ async function saveEdit() {
   try {
     const { message: edited } = await api('PATCH', messageURL(message), { body });
     const store = messageStore(edited.conversationId);
-    if (store.bySeq.get(edited.seq)) putMessage(store, edited);
+    // The `updated` frame brings the same state with its change sequence; if it came first, a
+    // later reaction may already be in the held copy, which this answer must not undo.
+    const held = store.bySeq.get(edited.seq);
+    if (held && held.changeSeq == null) putMessage(store, edited);
     if (state.activeId === edited.conversationId) renderMessages({});
   } catch (error) {
     $('#history-status').textContent = 'Could not save the edit: ' + error.message;
@@ -1307,6 +1332,7 @@ function insertMention(user) {
 
 /** Keys in the composer: the mention list first, then edit mode, then sending. */
 function onComposerKeyDown(event) {
+  if (event.isComposing) return;
   const picker = state.mentionPicker;
   if (picker) {
     if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
@@ -1377,6 +1403,19 @@ async function runSearch(query, more = false) {
     state.search.error = error.message;
   }
   state.search.loading = false;
+  renderSearch();
+}
+
+/**
+ * A search hit whose message was edited or deleted while the results are shown: a deleted message
+ * leaves the list; an edited one shows its new text (its old highlight would quote words it no
+ * longer has).
+ */
+function refreshSearchHit(message) {
+  const index = state.search.results.findIndex((hit) => hit.message.id === message.id);
+  if (index < 0) return;
+  if (message.deletedAt) state.search.results.splice(index, 1);
+  else state.search.results[index] = { message, highlight: preview(message.body, 200).replace(/[<>&]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;' })[c]) };
   renderSearch();
 }
 
