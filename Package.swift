@@ -18,7 +18,11 @@ let package = Package(
         .trait(
             name: "Kafka",
             description: "The Kafka event stream through librdkafka (Debian: apt-get install librdkafka-dev)"
-        )
+        ),
+        .trait(
+            name: "Images",
+            description: "Thumbnails of image uploads through libvips (Debian: apt-get install libvips-dev)"
+        ),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -103,6 +107,30 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .systemLibrary(
+            name: "CVips",
+            pkgConfig: "vips",
+            providers: [.apt(["libvips-dev"])]
+        ),
+        .target(
+            name: "ParleyImages",
+            dependencies: [
+                .target(name: "CVips", condition: .when(traits: ["Images"])),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ParleyBlobs",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "ParleyServer",
             dependencies: [
@@ -111,6 +139,9 @@ let package = Package(
                 "ParleyPostgres",
                 "ParleyRedis",
                 "ParleyKafka",
+                "ParleyBlobs",
+                "ParleyImages",
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
@@ -162,6 +193,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -201,6 +233,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "BlobStoreConformanceTests",
+            dependencies: [
+                "ParleyBlobs",
+                "ParleyTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ParleyImagesTests",
+            dependencies: ["ParleyImages", "ParleyTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "PortConformanceTests",
             dependencies: ["ParleyCore", "ParleyTestSupport"],
             swiftSettings: swiftSettings
@@ -229,6 +276,8 @@ let package = Package(
             dependencies: [
                 "ParleyServer",
                 "ParleyTestSupport",
+                "ParleyBlobs",
+                "ParleyImages",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdWSTesting", package: "hummingbird-websocket"),

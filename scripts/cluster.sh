@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A Parley cluster on loopback from Debian's packages: PostgreSQL, Redis, N Parley nodes and nginx
-# in front of them (the same nginx.conf as deploy/, with loopback upstreams).
+# A Parley cluster on loopback from Debian's packages: PostgreSQL, Redis, an S3 API (moto), N Parley
+# nodes sharing one bucket for attachments, and nginx in front of them (the same nginx.conf as
+# deploy/, with loopback upstreams).
 #
 #   scripts/cluster.sh start [N]     # N nodes (default 2); nginx on 127.0.0.1:${PARLEY_CLUSTER_PORT:-18200}
 #   scripts/cluster.sh status
@@ -22,6 +23,8 @@ first_node_port=$((port + 1))
 export PARLEY_SERVICES_DIR=$dir/services
 export PARLEY_PG_PORT=${PARLEY_CLUSTER_PG_PORT:-55442}
 export PARLEY_REDIS_PORT=${PARLEY_CLUSTER_REDIS_PORT:-56389}
+export PARLEY_S3_PORT=${PARLEY_CLUSTER_S3_PORT:-59010}
+s3_port=$PARLEY_S3_PORT
 pg_port=$PARLEY_PG_PORT
 redis_port=$PARLEY_REDIS_PORT
 
@@ -39,6 +42,8 @@ start_node() {
     cd "$dir/node$i"
     PARLEY_STORE="postgres://parley@127.0.0.1:$pg_port/parley" \
       PARLEY_REDIS="redis://127.0.0.1:$redis_port" \
+      PARLEY_S3_ENDPOINT="http://127.0.0.1:$s3_port" PARLEY_S3_BUCKET=parley-cluster \
+      PARLEY_S3_ACCESS_KEY_ID=parley PARLEY_S3_SECRET_ACCESS_KEY=parley-secret \
       PARLEY_JWT_SECRET="$(cat "$dir/jwt-secret")" \
       PARLEY_NODE_ID="node$i" PARLEY_HOST=127.0.0.1 PARLEY_PORT=$node_port PARLEY_DATA_DIR="$dir/node$i/data" \
       PARLEY_TRUST_PROXY=true PARLEY_LOG_LEVEL=${PARLEY_LOG_LEVEL:-notice} PARLEY_RATE_LIMITS=${PARLEY_RATE_LIMITS:-true} \
@@ -57,13 +62,15 @@ start_node() {
 
 start() {
   local n=${1:-2}
-  [ -x "$bin" ] || { echo "cluster: $bin not built (swift build -c release --traits Kafka)" >&2; exit 1; }
+  [ -x "$bin" ] || { echo "cluster: $bin not built (swift build -c release --traits Kafka,Images)" >&2; exit 1; }
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "cluster: nginx is not installed (apt-get install nginx)" >&2; exit 1; }
   mkdir -p "$dir/nginx/logs"
   echo "$n" >"$dir/nodes"
   [ -s "$dir/jwt-secret" ] || head -c 48 /dev/urandom | base64 | tr -d '\n' >"$dir/jwt-secret"
   chmod 600 "$dir/jwt-secret"
   eval "$(scripts/services.sh start)"
+  # The nodes' shared bucket (moto takes an unsigned CreateBucket; a real S3 is set up by its operator).
+  curl -sS -o /dev/null -X PUT "http://127.0.0.1:$s3_port/parley-cluster"
   for i in $(seq "$n"); do start_node "$i"; done
 
   # deploy/nginx.conf with loopback upstreams, a loopback listener and its files under $dir.

@@ -168,22 +168,25 @@ public struct ChatService: Sendable {
     /// Validates and queues a send; `whenResolved` runs once it is committed (or refused), before the
     /// message is published. See `SendPipeline.submit`.
     public func enqueueSend(
-        caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, replyToID: UUID? = nil, now: Date = .now,
-        whenResolved: @escaping Promise<SendResult>.Callback
+        caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, replyToID: UUID? = nil, attachmentIDs: [UUID] = [],
+        now: Date = .now, whenResolved: @escaping Promise<SendResult>.Callback
     ) {
         do {
             _ = try pipeline.submit(
-                caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, replyToID: replyToID, now: now,
-                whenResolved: whenResolved)
+                caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, replyToID: replyToID,
+                attachmentIDs: attachmentIDs, now: now, whenResolved: whenResolved)
         } catch {
             whenResolved(.failure(error))
         }
     }
 
     public func send(
-        caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, replyToID: UUID? = nil, now: Date = .now
+        caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, replyToID: UUID? = nil, attachmentIDs: [UUID] = [],
+        now: Date = .now
     ) async throws -> SendResult {
-        try await pipeline.send(caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, replyToID: replyToID, now: now)
+        try await pipeline.send(
+            caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, replyToID: replyToID,
+            attachmentIDs: attachmentIDs, now: now)
     }
 
     // MARK: Changes to sent messages

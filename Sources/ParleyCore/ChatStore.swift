@@ -11,7 +11,7 @@ import ServiceLifecycle
 /// A store is a `Service`: `run()` owns its connections for the life of the node and closes them on
 /// graceful shutdown (it is the first service of the group, so it is the last to stop). `migrate()`
 /// runs once while `run()` is running, before the node serves.
-public protocol ChatStore: AccountStore, ConversationStore, MessageStore, MessageChangeStore, OutboxStore, Service {
+public protocol ChatStore: AccountStore, ConversationStore, MessageStore, MessageChangeStore, AttachmentStore, OutboxStore, Service {
     /// Brings the schema up to date. Safe to call from several nodes at once.
     func migrate() async throws
     /// Cheap round trip used by readiness checks.

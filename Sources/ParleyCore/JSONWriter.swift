@@ -191,6 +191,47 @@ extension JSONWriter {
             raw("}")
         }
         raw("]")
+        comma()
+        key("attachments")
+        raw("[")
+        for (index, attachment) in message.attachments.enumerated() {
+            if index > 0 { comma() }
+            self.attachment(attachment)
+        }
+        raw("]")
+        raw("}")
+    }
+
+    /// An attachment in its REST shape (`AttachmentDTO`): metadata and URLs, never bytes.
+    mutating func attachment(_ attachment: Attachment) {
+        raw("{")
+        key("id")
+        uuid(attachment.id)
+        comma()
+        key("name")
+        string(attachment.name)
+        comma()
+        key("contentType")
+        string(attachment.contentType)
+        comma()
+        key("size")
+        integer(attachment.size)
+        if let width = attachment.width, let height = attachment.height {
+            comma()
+            key("width")
+            integer(Int64(width))
+            comma()
+            key("height")
+            integer(Int64(height))
+        }
+        if let thumbnailURL = attachment.thumbnailURL {
+            comma()
+            key("thumbnailUrl")
+            string(thumbnailURL)
+        }
+        comma()
+        key("url")
+        string(attachment.url)
         raw("}")
     }
 

@@ -177,6 +177,8 @@ public struct Message: Sendable, Equatable, Codable {
     public var mentions: [UUID]
     /// Reactions, one entry per emoji in the order each was first used.
     public var reactions: [ReactionSummary]
+    /// Files sent with the message, in the order the sender listed them (none once deleted).
+    public var attachments: [Attachment]
     /// The conversation's change sequence at this message's latest edit, deletion or reaction
     /// change (0 if it never changed). Not part of the message's JSON; `updated` frames carry it.
     public var changeSeq: Int64
@@ -184,7 +186,7 @@ public struct Message: Sendable, Equatable, Codable {
     public init(
         id: UUID, conversationID: UUID, seq: Int64, senderID: UUID, body: String, clientMsgID: String?, createdAt: Date,
         editedAt: Date? = nil, deletedAt: Date? = nil, replyTo: MessageReference? = nil, mentions: [UUID] = [],
-        reactions: [ReactionSummary] = [], changeSeq: Int64 = 0
+        reactions: [ReactionSummary] = [], attachments: [Attachment] = [], changeSeq: Int64 = 0
     ) {
         self.id = id
         self.conversationID = conversationID
@@ -198,6 +200,7 @@ public struct Message: Sendable, Equatable, Codable {
         self.replyTo = replyTo
         self.mentions = mentions
         self.reactions = reactions
+        self.attachments = attachments
         self.changeSeq = changeSeq
     }
 }
@@ -214,10 +217,12 @@ public struct SendRequest: Sendable {
     public var replyToID: UUID?
     /// The `@username`s in the body (lower-cased, distinct), for the store to resolve to members.
     public var mentionedUsernames: [String]
+    /// Uploads of the sender's, not yet sent, to attach (at most `Attachment.maxPerMessage`).
+    public var attachmentIDs: [UUID]
 
     public init(
         conversationID: UUID, senderID: UUID, clientMsgID: String?, body: String, messageID: UUID = .v7(), createdAt: Date = .now,
-        replyToID: UUID? = nil
+        replyToID: UUID? = nil, attachmentIDs: [UUID] = []
     ) {
         self.conversationID = conversationID
         self.senderID = senderID
@@ -227,16 +232,17 @@ public struct SendRequest: Sendable {
         self.createdAt = createdAt
         self.replyToID = replyToID
         self.mentionedUsernames = Mentions.usernames(in: body)
+        self.attachmentIDs = attachmentIDs
     }
 }
 
 extension SendRequest {
     /// The message this request becomes once the store has given it `seq` and resolved its reply
     /// and mentions (times kept to the millisecond, as stored).
-    public func message(seq: Int64, replyTo: MessageReference? = nil, mentions: [UUID] = []) -> Message {
+    public func message(seq: Int64, replyTo: MessageReference? = nil, mentions: [UUID] = [], attachments: [Attachment] = []) -> Message {
         Message(
             id: messageID, conversationID: conversationID, seq: seq, senderID: senderID, body: body, clientMsgID: clientMsgID,
-            createdAt: createdAt.truncatedToMillis, replyTo: replyTo, mentions: mentions)
+            createdAt: createdAt.truncatedToMillis, replyTo: replyTo, mentions: mentions, attachments: attachments)
     }
 }
 

@@ -102,23 +102,26 @@ public final class SendPipeline: Service, Sendable {
     /// `whenResolved` (the sender's ack) is attached before the request is queued, so it runs before
     /// the message is published, however fast the commit.
     public func submit(
-        caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, replyToID: UUID? = nil, now: Date = .now,
-        whenResolved: Promise<SendResult>.Callback? = nil
+        caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, replyToID: UUID? = nil, attachmentIDs: [UUID] = [],
+        now: Date = .now, whenResolved: Promise<SendResult>.Callback? = nil
     ) throws -> Promise<SendResult> {
-        try Validation.messageBody(body, limits: limits)
+        try Validation.messageBody(body, limits: limits, attachments: attachmentIDs.count)
         let clientMsgID = try Validation.clientMsgID(clientMsgID, limits: limits)
         let request = SendRequest(
             conversationID: conversationID, senderID: caller, clientMsgID: clientMsgID, body: body, messageID: .v7(now: now), createdAt: now,
-            replyToID: replyToID)
+            replyToID: replyToID, attachmentIDs: attachmentIDs)
         return try enqueue(request, whenResolved: whenResolved)
     }
 
     /// Submits and waits for the commit.
     public func send(
-        caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, replyToID: UUID? = nil, now: Date = .now
+        caller: UUID, conversationID: UUID, body: String, clientMsgID: String?, replyToID: UUID? = nil, attachmentIDs: [UUID] = [],
+        now: Date = .now
     ) async throws -> SendResult {
-        try await submit(caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, replyToID: replyToID, now: now)
-            .value
+        try await submit(
+            caller: caller, conversationID: conversationID, body: body, clientMsgID: clientMsgID, replyToID: replyToID,
+            attachmentIDs: attachmentIDs, now: now
+        ).value
     }
 
     /// Queues a validated request, or refuses it when the node cannot commit it in time.

@@ -60,12 +60,15 @@ public enum Validation {
         }
     }
 
-    /// A message body: 1…maxMessageBytes of UTF-8, not only white space.
-    public static func messageBody(_ body: String, limits: Limits) throws {
+    /// A message body: 1…maxMessageBytes of UTF-8, not only white space (or empty, for a message
+    /// that carries attachments).
+    public static func messageBody(_ body: String, limits: Limits, attachments: Int = 0) throws {
         let bytes = body.utf8.count
         if bytes > limits.maxMessageBytes {
             throw ParleyError.tooLarge("Message body exceeds \(limits.maxMessageBytes) bytes.", code: "message_too_large")
         }
+        if attachments > Attachment.maxPerMessage { throw ParleyError.tooManyAttachments }
+        if attachments > 0 && body.allSatisfy(\.isWhitespace) { return }
         guard bytes > 0, body.contains(where: { !$0.isWhitespace }) else {
             throw ParleyError.invalid("Message body must not be empty.", code: "empty_body")
         }

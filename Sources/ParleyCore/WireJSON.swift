@@ -26,7 +26,7 @@ public struct MessageDTO: Encodable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, conversationId, seq, senderId, body, clientMsgId, createdAt, editedAt, deletedAt, replyTo, mentions, reactions
+        case id, conversationId, seq, senderId, body, clientMsgId, createdAt, editedAt, deletedAt, replyTo, mentions, reactions, attachments
     }
 
     struct ReplyDTO: Encodable {
@@ -60,5 +60,30 @@ public struct MessageDTO: Encodable, Sendable {
         try c.encode(message.mentions.map(\.lowercased), forKey: .mentions)
         try c.encode(
             message.reactions.map { ReactionDTO(emoji: $0.emoji, count: $0.count, userIds: $0.userIDs.map(\.lowercased)) }, forKey: .reactions)
+        try c.encode(message.attachments.map(AttachmentDTO.init), forKey: .attachments)
+    }
+}
+
+/// An attachment as clients see it: `{id, name, contentType, size, width?, height?, thumbnailUrl?,
+/// url}`. The URLs are paths on the node that served it (any node serves any attachment).
+public struct AttachmentDTO: Encodable, Sendable {
+    public var id: String
+    public var name: String
+    public var contentType: String
+    public var size: Int64
+    public var width: Int?
+    public var height: Int?
+    public var thumbnailUrl: String?
+    public var url: String
+
+    public init(_ attachment: Attachment) {
+        id = attachment.id.lowercased
+        name = attachment.name
+        contentType = attachment.contentType
+        size = attachment.size
+        width = attachment.width
+        height = attachment.height
+        thumbnailUrl = attachment.thumbnailURL
+        url = attachment.url
     }
 }

@@ -65,6 +65,7 @@ extension PostgresChatStore {
         var inserts: [Message] = []
         var newLastSeqs: [UUID: (seq: Int64, at: Int64)] = [:]
         var senderSeqs: [MemberKey: Int64] = [:]  // highest seq each sender wrote in this batch
+        var claimed: Set<UUID> = []  // uploads attached by earlier requests of this batch
         for request in requests {
             guard let lastSeq = lastSeqs[request.conversationID], memberSets[request.conversationID]?.contains(request.senderID) == true else {
                 results.append(.failure(ParleyError.conversationNotFound))
@@ -95,10 +96,25 @@ extension PostgresChatStore {
                     continue
                 }
             }
+            // Attachments are rare too: one round trip for a send that has any.
+            guard let attachments = try await attachable(request.attachmentIDs, sender: request.senderID, on: db),
+                claimed.isDisjoint(with: request.attachmentIDs)
+            else {
+                results.append(.failure(ParleyError.invalidAttachment))
+                continue
+            }
+            claimed.formUnion(request.attachmentIDs)
             let mentions = try await resolveMentions(request.mentionedUsernames, conversationID: request.conversationID, on: db)
             let seq = lastSeq + 1
             lastSeqs[request.conversationID] = seq
-            let message = request.message(seq: seq, replyTo: replyTo, mentions: mentions)
+            let message = request.message(
+                seq: seq, replyTo: replyTo, mentions: mentions,
+                attachments: attachments.map {
+                    var attached = $0
+                    attached.conversationID = request.conversationID
+                    attached.messageID = request.messageID
+                    return attached
+                })
             if let clientMsgID = request.clientMsgID {
                 // A second send of the same clientMsgId later in this batch replays this one.
                 known[DedupeKey(conversation: request.conversationID, sender: request.senderID, clientMsgID: clientMsgID)] = message
@@ -124,6 +140,7 @@ extension PostgresChatStore {
               AS n(c, s, i, u, b, h, k, t, r, mt)
             """
         )
+        try await attach(inserts, on: db)
         let mentioned = inserts.flatMap { message in message.mentions.map { (message.conversationID, $0, message.seq) } }
         if !mentioned.isEmpty {
             try await db.execute(

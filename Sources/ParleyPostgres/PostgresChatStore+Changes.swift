@@ -67,6 +67,7 @@ extension PostgresChatStore {
             )
             try await db.execute("DELETE FROM mentions WHERE conversation_id = \(conversationID) AND seq = \(current.seq)")
             try await db.execute("DELETE FROM reactions WHERE conversation_id = \(conversationID) AND seq = \(current.seq)")
+            try await Self.releaseAttachments(conversationID: conversationID, seq: current.seq, at: at, on: db)
             return try await change(.deleted, db, conversationID: conversationID, seq: current.seq, changeSeq: changeSeq) {
                 .messageChanged(.deleted, $0, at: at, node: $1)
             }
@@ -187,16 +188,22 @@ extension PostgresChatStore {
                 as: UUID.self)
             let ids = Array(ranked.prefix(request.limit))
             guard !ids.isEmpty else { return SearchPage(results: [], hasMore: false) }
-            let messages = try await client.messages("\(unescaped: Self.messageSelect) WHERE m.id = ANY(\(ids))")
-            var highlights: [UUID: String] = [:]
-            for try await (id, headline) in try await client.run(
-                """
-                SELECT m.id, ts_headline(\(language)::regconfig, m.body, to_tsquery(\(language)::regconfig, \(tsquery)),
-                  \(Self.headlineOptions)) FROM messages m WHERE m.id = ANY(\(ids))
-                """
-            ).decode((UUID, String).self) {
-                highlights[id] = headline
-            }
+            // The page's messages and their headlines on two connections at once.
+            let client = self.client
+            async let pageMessages = client.messages("\(unescaped: Self.messageSelect) WHERE m.id = ANY(\(ids))")
+            async let pageHighlights: [UUID: String] = {
+                var found: [UUID: String] = [:]
+                for try await (id, headline) in try await client.run(
+                    """
+                    SELECT m.id, ts_headline(\(language)::regconfig, m.body, to_tsquery(\(language)::regconfig, \(tsquery)),
+                      \(Self.headlineOptions)) FROM messages m WHERE m.id = ANY(\(ids))
+                    """
+                ).decode((UUID, String).self) {
+                    found[id] = headline
+                }
+                return found
+            }()
+            let (messages, highlights) = try await (pageMessages, pageHighlights)
             let byID = Dictionary(messages.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
             let hits = ids.compactMap { id in
                 byID[id].map { SearchHit(message: $0, highlight: SearchHit.highlight(marked: highlights[id] ?? "")) }

@@ -36,7 +36,8 @@ extension PostgresQueryable {
         try await all(query, as: Column.self).first
     }
 
-    /// Messages from a query selecting `PostgresChatStore.messageSelect`'s columns, with their reactions.
+    /// Messages from a query selecting `PostgresChatStore.messageSelect`'s columns, with their
+    /// reactions and attachments.
     func messages(_ query: PostgresQuery) async throws -> [Message] {
         try await messagesAndChangeKinds(query).messages
     }
@@ -46,8 +47,9 @@ extension PostgresQueryable {
         var messages: [Message] = []
         var kinds: [MessageChangeKind?] = []
         var reacted: [Int] = []
+        var withFiles: [Int] = []
         for try await row in try await run(query).decode(
-            (UUID, Int64, UUID, UUID, String, String?, Int64, Int64?, Int64?, [UUID]?, Int32, Int64, UUID?, Int64?, UUID?, String?, String?)
+            (UUID, Int64, UUID, UUID, String, String?, Int64, Int64?, Int64?, [UUID]?, Int32, Int64, UUID?, Int64?, UUID?, String?, String?, Int32)
                 .self
         ) {
             kinds.append(row.16.flatMap(MessageChangeKind.init(rawValue:)))
@@ -58,11 +60,19 @@ extension PostgresQueryable {
                 replyTo = MessageReference(id: replyID, seq: replySeq, senderID: replySender, preview: MessageReference.preview(of: row.15 ?? ""))
             }
             if reactionCount > 0 { reacted.append(messages.count) }
+            if row.17 > 0 { withFiles.append(messages.count) }
             messages.append(
                 Message(
                     id: id, conversationID: conversationID, seq: seq, senderID: senderID, body: body, clientMsgID: clientMsgID,
                     createdAt: PostgresChatStore.date(createdAt), editedAt: editedAt.map(PostgresChatStore.date),
                     deletedAt: deletedAt.map(PostgresChatStore.date), replyTo: replyTo, mentions: mentions ?? [], changeSeq: changeSeq))
+        }
+        if !withFiles.isEmpty {
+            let attachments = try await self.attachments(
+                of: withFiles.map { (messages[$0].conversationID, messages[$0].seq) })
+            for i in withFiles {
+                messages[i].attachments = attachments[MessageKey(conversation: messages[i].conversationID, seq: messages[i].seq)] ?? []
+            }
         }
         guard !reacted.isEmpty else { return (messages, kinds) }
         var reactions: [MessageKey: [(emoji: String, userID: UUID)]] = [:]
@@ -151,7 +161,7 @@ extension PostgresQueryable {
 }
 
 /// A message by its place: conversation and seq.
-private struct MessageKey: Hashable {
+struct MessageKey: Hashable {
     var conversation: UUID
     var seq: Int64
 }
@@ -164,7 +174,7 @@ extension PostgresChatStore {
     /// The columns `messages(_:)` decodes: the message `m`, then the message it replies to (`r`).
     static let messageSelect = """
         SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.body, m.client_msg_id, m.created_at, m.edited_at, m.deleted_at,
-               m.mentions, m.reaction_count, m.change_seq, r.id, r.seq, r.sender_id, r.body, m.change_kind
+               m.mentions, m.reaction_count, m.change_seq, r.id, r.seq, r.sender_id, r.body, m.change_kind, m.attachment_count
         FROM messages m LEFT JOIN messages r ON r.conversation_id = m.conversation_id AND r.seq = m.reply_to_seq
         """
 

@@ -411,6 +411,7 @@ public final class PostgresChatStore: ChatStore {
 
     public func deleteConversation(id: UUID) async throws {
         try await transaction { db in
+            try await Self.releaseAttachments(conversationID: id, seq: nil, at: .now, on: db)
             if try await db.first("DELETE FROM conversations WHERE id = \(id) RETURNING 1", as: Int32.self) != nil {
                 try await emit(db) { .conversationDeleted(id, at: .now, node: $0) }
             }

@@ -176,6 +176,38 @@ enum PostgresSchema {
                 "INSERT INTO search_settings (id, language) VALUES (1, 'simple')",
             ]
         ),
+        Migration(
+            version: 5,
+            name: "attachments",
+            statements: [
+                // Uploads and the messages that carry them. No foreign key to conversations:
+                // deleting a message or a conversation releases its attachments in the same
+                // transaction, and their rows stay until the janitor has removed their blobs.
+                """
+                CREATE TABLE attachments (
+                    id uuid PRIMARY KEY,
+                    uploader_id uuid NOT NULL,
+                    state text NOT NULL,
+                    name text NOT NULL,
+                    content_type text NOT NULL,
+                    size bigint NOT NULL,
+                    width integer,
+                    height integer,
+                    thumbnail boolean NOT NULL DEFAULT false,
+                    conversation_id uuid,
+                    seq bigint,
+                    message_id uuid,
+                    position integer NOT NULL DEFAULT 0,
+                    created_at bigint NOT NULL,
+                    state_at bigint NOT NULL
+                )
+                """,
+                "CREATE INDEX attachments_message ON attachments (conversation_id, seq) WHERE conversation_id IS NOT NULL",
+                "CREATE INDEX attachments_disposable ON attachments (state, created_at) WHERE state <> 'attached'",
+                "CREATE INDEX attachments_uploader ON attachments (uploader_id, state)",
+                "ALTER TABLE messages ADD COLUMN attachment_count integer NOT NULL DEFAULT 0",
+            ]
+        ),
     ]
 
     /// Applies every migration this database has not seen yet.

@@ -51,6 +51,7 @@ extension SQLiteChatStore {
             ).execute(arguments: [at.millis, changeSeq, cid, current.seq])
             try db.cachedStatement(sql: "DELETE FROM mentions WHERE conversation_id = ? AND seq = ?").execute(arguments: [cid, current.seq])
             try db.cachedStatement(sql: "DELETE FROM reactions WHERE conversation_id = ? AND seq = ?").execute(arguments: [cid, current.seq])
+            try Self.releaseAttachments(db, conversationID: cid, seq: current.seq, at: at.millis)
             return try self.change(.deleted, db, conversationID: cid, seq: current.seq, changeSeq: changeSeq) {
                 .messageChanged(.deleted, $0, at: at, node: $1)
             }
@@ -128,7 +129,9 @@ extension SQLiteChatStore {
     }
 
     public func searchMessages(_ request: SearchRequest) async throws -> SearchPage {
-        try await pool.read { db in
+        // What was sent since the last indexing round is found too.
+        try await indexPendingSearch()
+        return try await pool.read { db in
             // Limited to the caller's conversations inside the index (their `conv` tokens) when they
             // are few, so a common word costs its matches in those conversations only; for a member
             // of many, the join with members filters instead.
@@ -144,7 +147,7 @@ extension SQLiteChatStore {
             let match = Self.ftsQuery(request.query, conversations: conversations.count <= Self.searchConversationTokens ? conversations : nil)
             var sql = """
                 SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.body, m.client_msg_id, m.created_at, m.edited_at, m.deleted_at,
-                       m.mentions, m.reaction_count, m.change_seq, m.change_kind, r.id, r.seq, r.sender_id, r.body,
+                       m.mentions, m.reaction_count, m.change_seq, m.change_kind, r.id, r.seq, r.sender_id, r.body, m.attachment_count,
                        snippet(message_search, 0, char(57344), char(57345), '…', 40)
                 FROM message_search s
                 JOIN messages m ON m.search_id = s.rowid
@@ -168,7 +171,7 @@ extension SQLiteChatStore {
             let page = Array(rows.prefix(request.limit))
             var hits: [SearchHit] = []
             for (row, message) in zip(page, try Self.messages(db, rows: page)) {
-                hits.append(SearchHit(message: message, highlight: SearchHit.highlight(marked: (row[17] as String?) ?? "")))
+                hits.append(SearchHit(message: message, highlight: SearchHit.highlight(marked: (row[18] as String?) ?? "")))
             }
             return SearchPage(results: hits, hasMore: rows.count > request.limit)
         }

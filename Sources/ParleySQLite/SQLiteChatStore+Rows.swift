@@ -38,7 +38,7 @@ extension SQLiteChatStore {
     /// The columns `message(_:)` reads, by index: the message, then the message it replies to.
     static let messageSelect = """
         SELECT m.conversation_id, m.seq, m.id, m.sender_id, m.body, m.client_msg_id, m.created_at, m.edited_at, m.deleted_at,
-               m.mentions, m.reaction_count, m.change_seq, m.change_kind, r.id, r.seq, r.sender_id, r.body
+               m.mentions, m.reaction_count, m.change_seq, m.change_kind, r.id, r.seq, r.sender_id, r.body, m.attachment_count
         FROM messages m LEFT JOIN messages r ON r.conversation_id = m.conversation_id AND r.seq = m.reply_to_seq
         """
 
@@ -65,9 +65,15 @@ extension SQLiteChatStore {
         )
     }
 
-    /// Messages from rows of `messageSelect`, with their reactions.
+    /// Messages from rows of `messageSelect`, with their reactions and attachments.
     static func messages(_ db: Database, rows: [Row]) throws -> [Message] {
         var messages = rows.map(message)
+        let withFiles = rows.indices.filter { (rows[$0][17] as Int64) > 0 }
+        for conversationID in Set(withFiles.map { messages[$0].conversationID }) {
+            let indices = withFiles.filter { messages[$0].conversationID == conversationID }
+            let bySeq = try attachments(db, conversationID: conversationID.lowercased, seqs: indices.map { messages[$0].seq })
+            for i in indices { messages[i].attachments = bySeq[messages[i].seq] ?? [] }
+        }
         let reacted = rows.indices.filter { (rows[$0][10] as Int64) > 0 }
         guard !reacted.isEmpty else { return messages }
         let conversationID = messages[reacted[0]].conversationID.lowercased

@@ -24,7 +24,7 @@ extension SQLiteChatStore {
                 guard let last = try Int64.fetchOne(db, sql: "SELECT last_seq FROM conversations WHERE id = ?", arguments: [cid]) else {
                     throw ParleyError.conversationNotFound
                 }
-                // Indexed for search like sent messages (the insert trigger fills the index).
+                // Indexed for search like sent messages, in the same batches.
                 let searchBase = try Int64.fetchOne(db, sql: "SELECT IFNULL(MAX(search_id), 0) FROM messages") ?? 0
                 let insert = try db.cachedStatement(
                     sql: """
@@ -44,6 +44,7 @@ extension SQLiteChatStore {
                     sql: "UPDATE conversations SET last_seq = ?, updated_at = ? WHERE id = ?",
                     arguments: [last + Int64(take), end, cid]
                 )
+                try Self.indexPendingSearch(db)
             }
             written += take
         }

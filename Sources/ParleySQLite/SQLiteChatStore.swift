@@ -61,8 +61,53 @@ public final class SQLiteChatStore: ChatStore {
 
     /// Holds the database open for the life of the node; closes it on graceful shutdown (or cancellation).
     public func run() async throws {
+        // While the node runs, new messages reach the search index in batches.
+        let logger = self.logger
+        let indexing = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.searchIndexInterval)
+                do {
+                    try await indexPendingSearch()
+                } catch {
+                    // Before the migrations have run, or while the store closes: the next round.
+                    logger.debug("search indexing deferred", metadata: ["parley.error": "\(error)"])
+                }
+            }
+        }
         try? await gracefulShutdown()
+        indexing.cancel()
+        _ = await indexing.value
+        try? await indexPendingSearch()
         try close()
+    }
+
+    /// How often new messages are added to the full-text index (a search adds them at once).
+    static let searchIndexInterval: Duration = .milliseconds(250)
+
+    /// Adds the messages sent since the last round to the full-text index, in one transaction;
+    /// nothing to do costs one read.
+    func indexPendingSearch() async throws {
+        guard try await pool.read({ db in try Self.searchPending(db) }) else { return }
+        try await pool.write { db in try Self.indexPendingSearch(db) }
+    }
+
+    static func searchPending(_ db: Database) throws -> Bool {
+        let indexed = try Int64.fetchOne(db.cachedStatement(sql: "SELECT indexed FROM search_state WHERE id = 1")) ?? 0
+        let top = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(search_id) FROM messages")) ?? 0
+        return top > indexed
+    }
+
+    static func indexPendingSearch(_ db: Database) throws {
+        let indexed = try Int64.fetchOne(db.cachedStatement(sql: "SELECT indexed FROM search_state WHERE id = 1")) ?? 0
+        guard let top = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(search_id) FROM messages")), top > indexed else { return }
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO message_search (rowid, body, conv)
+                SELECT search_id, body, 'c' || replace(conversation_id, '-', '') FROM messages
+                WHERE search_id > ? AND search_id <= ? AND deleted_at IS NULL ORDER BY search_id
+                """
+        ).execute(arguments: [indexed, top])
+        try db.cachedStatement(sql: "UPDATE search_state SET indexed = ? WHERE id = 1").execute(arguments: [top])
     }
 
     /// Checkpoints the write-ahead log into the database file (so the file alone is a complete copy)
@@ -344,6 +389,7 @@ public final class SQLiteChatStore: ChatStore {
 
     public func deleteConversation(id: UUID) async throws {
         try await pool.write { db in
+            try Self.releaseAttachments(db, conversationID: id.lowercased, seq: nil, at: Date.now.millis)
             try db.cachedStatement(sql: "DELETE FROM conversations WHERE id = ?").execute(arguments: [id.lowercased])
             if db.changesCount > 0 { try self.emit(db) { .conversationDeleted(id, at: .now, node: $0) } }
         }
@@ -467,6 +513,15 @@ public final class SQLiteChatStore: ChatStore {
             }
             let seq = state.lastSeq + 1
             let createdAt = request.createdAt.millis
+            /// A request that names what it may not is answered as a replay if it is one (its
+            /// original, whatever it names now), else with `error`.
+            func refuse(_ error: ParleyError) throws {
+                if let original = try replayed(db, conversationID: cid, sender: sender, clientMsgID: request.clientMsgID) {
+                    results.append(.success(SendResult(message: original, replayed: true)))
+                } else {
+                    results.append(.failure(error))
+                }
+            }
             var replyTo: MessageReference?
             if let replyToID = request.replyToID {
                 guard
@@ -474,19 +529,14 @@ public final class SQLiteChatStore: ChatStore {
                         db.cachedStatement(sql: "SELECT seq, sender_id, body FROM messages WHERE id = ? AND conversation_id = ?"),
                         arguments: [replyToID.lowercased, cid])
                 else {
-                    // A replay is answered with its original whatever it names now.
-                    if let clientMsgID = request.clientMsgID,
-                        let row = try Row.fetchOne(
-                            db.cachedStatement(sql: messageSelect + " WHERE m.conversation_id = ? AND m.sender_id = ? AND m.client_msg_id = ?"),
-                            arguments: [cid, sender, clientMsgID])
-                    {
-                        results.append(.success(SendResult(message: try messages(db, rows: [row])[0], replayed: true)))
-                    } else {
-                        results.append(.failure(ParleyError.invalidReply))
-                    }
+                    try refuse(.invalidReply)
                     continue
                 }
                 replyTo = MessageReference(id: replyToID, seq: row[0], senderID: uuid(row[1]), preview: MessageReference.preview(of: row[2]))
+            }
+            guard let attachments = try attachable(db, ids: request.attachmentIDs, sender: sender) else {
+                try refuse(.invalidAttachment)
+                continue
             }
             let mentions = try resolveMentions(db, conversationID: cid, usernames: request.mentionedUsernames)
             try insert.execute(arguments: [
@@ -495,25 +545,23 @@ public final class SQLiteChatStore: ChatStore {
             ])
             if db.changesCount == 0 {
                 // The dedupe index already holds this (sender, clientMsgId): a replay.
-                guard let clientMsgID = request.clientMsgID,
-                    let row = try Row.fetchOne(
-                        db.cachedStatement(sql: messageSelect + " WHERE m.conversation_id = ? AND m.sender_id = ? AND m.client_msg_id = ?"),
-                        arguments: [cid, sender, clientMsgID]
-                    )
-                else {
-                    results.append(.failure(ParleyError.internal(detail: "message insert was ignored without a duplicate")))
-                    continue
-                }
-                let original = try messages(db, rows: [row])[0]
-                results.append(.success(SendResult(message: original, replayed: true)))
+                try refuse(.internal(detail: "message insert was ignored without a duplicate"))
                 continue
             }
             try insertMentions(db, conversationID: cid, seq: seq, users: mentions)
+            try attach(db, attachments, conversationID: cid, seq: seq, messageID: request.messageID.lowercased, at: createdAt)
             state.lastSeq = seq
             state.updatedAt = max(state.updatedAt, createdAt)
             state.senderSeqs[sender] = seq
             conversations[cid] = state
-            let message = request.message(seq: seq, replyTo: replyTo, mentions: mentions)
+            let message = request.message(
+                seq: seq, replyTo: replyTo, mentions: mentions,
+                attachments: attachments.map {
+                    var attached = $0
+                    attached.conversationID = request.conversationID
+                    attached.messageID = request.messageID
+                    return attached
+                })
             if let outboxNode {
                 try writeEvent(.messageCreated(message, node: outboxNode), db: db)
             }
@@ -542,6 +590,16 @@ public final class SQLiteChatStore: ChatStore {
             }
         }
         return results
+    }
+
+    /// The message a sender already sent with this clientMsgId, if any.
+    static func replayed(_ db: Database, conversationID: String, sender: String, clientMsgID: String?) throws -> Message? {
+        guard let clientMsgID,
+            let row = try Row.fetchOne(
+                db.cachedStatement(sql: messageSelect + " WHERE m.conversation_id = ? AND m.sender_id = ? AND m.client_msg_id = ?"),
+                arguments: [conversationID, sender, clientMsgID])
+        else { return nil }
+        return try messages(db, rows: [row]).first
     }
 
     // MARK: Outbox

@@ -166,6 +166,67 @@ enum SQLiteSchema {
                     """
             )
         }
+        migrator.registerMigration("v6_attachments") { db in
+            // Uploads and the messages that carry them. Not tied to conversations by a foreign key:
+            // deleting a message or a conversation releases its attachments in the same
+            // transaction, and their rows stay until the janitor has removed their blobs.
+            try db.execute(
+                sql: """
+                    CREATE TABLE attachments (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        uploader_id TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        content_type TEXT NOT NULL,
+                        size INTEGER NOT NULL,
+                        width INTEGER,
+                        height INTEGER,
+                        thumbnail INTEGER NOT NULL DEFAULT 0,
+                        conversation_id TEXT,
+                        seq INTEGER,
+                        message_id TEXT,
+                        position INTEGER NOT NULL DEFAULT 0,
+                        created_at INTEGER NOT NULL,
+                        state_at INTEGER NOT NULL
+                    );
+                    CREATE INDEX attachments_message ON attachments (conversation_id, seq) WHERE conversation_id IS NOT NULL;
+                    CREATE INDEX attachments_disposable ON attachments (state, created_at) WHERE state <> 'attached';
+                    CREATE INDEX attachments_uploader ON attachments (uploader_id, state);
+                    ALTER TABLE messages ADD COLUMN attachment_count INTEGER NOT NULL DEFAULT 0;
+                    """
+            )
+        }
+        migrator.registerMigration("v7_search_index_in_batches") { db in
+            // New messages reach the full-text index in batches (`indexPendingSearch`), not one
+            // by one in the send's transaction: an FTS5 insert per message made every group commit
+            // write index segments of its own and their merges, about a tenth of a send's cost.
+            // `search_state.indexed` is the highest search_id in the index; edits and deletions of
+            // messages above it have nothing to take out of the index (the batch reads them as
+            // they are when it runs).
+            try db.execute(
+                sql: """
+                    DROP TRIGGER messages_search_insert;
+                    DROP TRIGGER messages_search_delete;
+                    DROP TRIGGER messages_search_update;
+                    CREATE TABLE search_state (id INTEGER PRIMARY KEY CHECK (id = 1), indexed INTEGER NOT NULL);
+                    INSERT INTO search_state (id, indexed) VALUES (1, (SELECT IFNULL(MAX(search_id), 0) FROM messages));
+                    CREATE TRIGGER messages_search_delete AFTER DELETE ON messages
+                    WHEN old.search_id IS NOT NULL AND old.deleted_at IS NULL AND old.search_id <= (SELECT indexed FROM search_state WHERE id = 1)
+                    BEGIN
+                        INSERT INTO message_search (message_search, rowid, body, conv)
+                        VALUES ('delete', old.search_id, old.body, 'c' || replace(old.conversation_id, '-', ''));
+                    END;
+                    CREATE TRIGGER messages_search_update AFTER UPDATE OF body ON messages
+                    WHEN old.search_id IS NOT NULL AND old.search_id <= (SELECT indexed FROM search_state WHERE id = 1)
+                    BEGIN
+                        INSERT INTO message_search (message_search, rowid, body, conv)
+                        SELECT 'delete', old.search_id, old.body, 'c' || replace(old.conversation_id, '-', '') WHERE old.deleted_at IS NULL;
+                        INSERT INTO message_search (rowid, body, conv)
+                        SELECT new.search_id, new.body, 'c' || replace(new.conversation_id, '-', '') WHERE new.deleted_at IS NULL;
+                    END;
+                    """
+            )
+        }
         return migrator
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ParleyBlobs
 import ParleyCore
 import ParleyKafka
 
@@ -18,6 +19,8 @@ public struct ParleyConfiguration: Sendable {
         public var api = RateLimitPolicy(name: "api", burst: 200, perSecond: 50)
         /// Message sends, per user.
         public var send = RateLimitPolicy(name: "send", burst: 100, perSecond: 30)
+        /// File uploads, per user (`PARLEY_UPLOADS_PER_MINUTE`).
+        public var upload = RateLimitPolicy(name: "upload", burst: 20, perSecond: 1)
         /// Every request, per client IP.
         public var ip = RateLimitPolicy(name: "ip", burst: 500, perSecond: 200)
         /// Inbound WebSocket frames per socket (a local token bucket). Far past it, the socket is closed.
@@ -28,7 +31,7 @@ public struct ParleyConfiguration: Sendable {
         /// Limits high enough to never trigger; for load tests and test suites.
         public static var unlimited: RateLimits {
             var limits = RateLimits()
-            for keyPath in [\RateLimits.auth, \.api, \.send, \.ip, \.webSocketFrames] {
+            for keyPath in [\RateLimits.auth, \.api, \.send, \.upload, \.ip, \.webSocketFrames] {
                 limits[keyPath: keyPath].burst = 1_000_000
                 limits[keyPath: keyPath].perSecond = 1_000_000
             }
@@ -103,6 +106,7 @@ public struct ParleyConfiguration: Sendable {
     public var kafka: KafkaConfiguration?
     public var outbox = Outbox()
     public var consumers = Consumers()
+    public var uploads = Uploads()
     /// This node's name in logs and readiness output.
     public var nodeID = ProcessInfo.processInfo.hostName
     public var port = 8080
@@ -138,6 +142,24 @@ public struct ParleyConfiguration: Sendable {
     public var sendPipeline = SendPipeline.Configuration()
 
     public init() {}
+
+    /// File uploads (attachments) and where their bytes are kept.
+    public struct Uploads: Sendable {
+        /// `PARLEY_MAX_UPLOAD_BYTES`: the largest file (25 MiB).
+        public var maxBytes: Int64 = 25 << 20
+        /// `PARLEY_UPLOAD_QUOTA_BYTES`: bytes each user may keep in uploads; nil (0): no quota.
+        public var quotaBytes: Int64?
+        /// `PARLEY_UNSENT_UPLOAD_SECONDS`: uploads never sent are deleted after this long (24 h).
+        public var unsentSeconds = 24 * 3600
+        /// How often the janitor looks for blobs to remove (besides right after deletions).
+        public var janitorInterval: Duration { .seconds(min(60, max(1, unsentSeconds / 4))) }
+        /// `PARLEY_UPLOADS_DIR`: where the directory store keeps files (default `blobs` in the
+        /// data directory). Ignored with S3.
+        public var directory: String?
+        /// `PARLEY_S3_ENDPOINT`, `_BUCKET`, `_REGION`, `_ACCESS_KEY_ID`, `_SECRET_ACCESS_KEY`,
+        /// `_PATH_STYLE`: S3-compatible storage shared by the nodes of a cluster.
+        public var s3: S3BlobStore.Configuration?
+    }
 
     /// The outbox the event stream is fed from.
     public struct Outbox: Sendable {
@@ -197,6 +219,8 @@ public struct ParleyConfiguration: Sendable {
     }
 
     public var databasePath: String { (dataDirectory as NSString).appendingPathComponent("parley.sqlite") }
+
+    public var uploadsDirectory: String { uploads.directory ?? (dataDirectory as NSString).appendingPathComponent("blobs") }
 
     /// Applies `PARLEY_*` variables over the current values. Unparsable values are reported, not ignored.
     public mutating func apply(environment: [String: String]) throws {
@@ -284,7 +308,34 @@ public struct ParleyConfiguration: Sendable {
             }
             searchLanguage = v.lowercased()
         }
+        if let v = try int("MAX_UPLOAD_BYTES") {
+            guard v >= 1 else { throw ConfigurationError("PARLEY_MAX_UPLOAD_BYTES must be at least 1, got \(v)") }
+            uploads.maxBytes = Int64(v)
+        }
+        if let v = try int("UPLOAD_QUOTA_BYTES") {
+            guard v >= 0 else { throw ConfigurationError("PARLEY_UPLOAD_QUOTA_BYTES must be 0 (no quota) or more, got \(v)") }
+            uploads.quotaBytes = v == 0 ? nil : Int64(v)
+        }
+        if let v = try int("UNSENT_UPLOAD_SECONDS") {
+            guard v >= 1 else { throw ConfigurationError("PARLEY_UNSENT_UPLOAD_SECONDS must be at least 1, got \(v)") }
+            uploads.unsentSeconds = v
+        }
+        if let v = value("UPLOADS_DIR") { uploads.directory = v }
+        if let bucket = value("S3_BUCKET") {
+            guard let key = value("S3_ACCESS_KEY_ID"), let secret = value("S3_SECRET_ACCESS_KEY") else {
+                throw ConfigurationError("PARLEY_S3_BUCKET needs PARLEY_S3_ACCESS_KEY_ID and PARLEY_S3_SECRET_ACCESS_KEY")
+            }
+            uploads.s3 = .init(
+                endpoint: value("S3_ENDPOINT"), bucket: bucket, region: value("S3_REGION") ?? "us-east-1", accessKeyID: key, secretAccessKey: secret,
+                pathStyle: try bool("S3_PATH_STYLE") ?? true)
+        } else if value("S3_ENDPOINT") != nil {
+            throw ConfigurationError("PARLEY_S3_ENDPOINT is set without PARLEY_S3_BUCKET")
+        }
         if let v = try bool("RATE_LIMITS"), !v { rateLimits = .unlimited }
+        if let v = try int("UPLOADS_PER_MINUTE") {
+            guard v >= 1 else { throw ConfigurationError("PARLEY_UPLOADS_PER_MINUTE must be at least 1, got \(v)") }
+            rateLimits.upload = RateLimitPolicy(name: "upload", burst: Double(max(1, v / 3)), perSecond: Double(v) / 60)
+        }
         if let v = try int("WS_MAX_FRAME_BYTES") { gateway.maxFrameBytes = v }
         if let v = try int("WS_QUEUE_LIMIT") { gateway.outboundQueueLimit = v }
         if let v = try int("WS_HEARTBEAT_SECONDS") { gateway.heartbeatSeconds = v }

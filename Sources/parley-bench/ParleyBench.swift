@@ -6,7 +6,7 @@ struct ParleyBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley-bench",
         abstract: "Load generator for Parley: open-loop message load, latency from the scheduled send time, loss and order checks.",
-        subcommands: [Direct.self, GroupLoad.self, Connect.self, History.self, Search.self, Relay.self, OutboxBench.self]
+        subcommands: [Direct.self, GroupLoad.self, Connect.self, History.self, Search.self, Upload.self, Relay.self, OutboxBench.self]
     )
 }
 
@@ -186,6 +186,32 @@ struct History: AsyncParsableCommand {
         }
         let report = try await HistoryRun(
             baseURL: url, readers: readers, rate: rate, warmup: warmup, duration: duration, workload: .history(limit: limit),
+            serverPID: output.serverPID
+        ).run()
+        try output.finish(report)
+    }
+}
+
+struct Upload: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Closed-loop file uploads of one size by seeded users: sustained MB/s stored, upload latency, the server's RSS over time.",
+        discussion: "Seed users first: `parley seed --users N --out seed.json`."
+    )
+
+    @Option(help: "HTTP base URL of the server.") var url = "http://127.0.0.1:8080"
+    @Option(help: "The file written by `parley seed`.") var seed: String
+    @Option(help: "Bytes per file.") var size = 1 << 20
+    @Option(help: "Uploads in flight at once (one client each).") var concurrency = 4
+    @Option(help: "Measured seconds, after the warm-up.") var duration = 20.0
+    @Option(help: "Warm-up seconds, left out of the figures.") var warmup = 3.0
+    @OptionGroup var output: ReportOptions
+
+    func run() async throws {
+        let file = try JSONDecoder().decode(SeedFile.self, from: Data(contentsOf: URL(fileURLWithPath: seed)))
+        guard !file.users.isEmpty else { throw ValidationError("the seed has no users") }
+        guard size > 0, concurrency > 0, duration > 0 else { throw ValidationError("need size, concurrency and duration > 0") }
+        let report = try await UploadRun(
+            baseURL: url, tokens: file.users.map(\.token), size: size, concurrency: concurrency, warmup: warmup, duration: duration,
             serverPID: output.serverPID
         ).run()
         try output.finish(report)

@@ -3,6 +3,9 @@ import Testing
 
 @testable import ParleyCore
 
+/// Swift Testing has an `Attachment` too: this file means Parley's.
+private typealias Attachment = ParleyCore.Attachment
+
 @Suite("Hand-written event JSON")
 struct JSONWriterTests {
     @Test("dates read exactly as the API's encoder writes them, across years, leap days and millisecond edges")
@@ -26,7 +29,7 @@ struct JSONWriterTests {
             "",
         ]
         for (index, body) in bodies.enumerated() {
-            // Every other message carries the later fields: edited, a reply, mentions and reactions
+            // Every other message carries the later fields: edited, a reply, mentions, reactions and attachments
             // (a deleted one has its body erased).
             let full = index % 2 == 1
             let message = Message(
@@ -36,7 +39,14 @@ struct JSONWriterTests {
                 replyTo: full ? MessageReference(id: .v7(), seq: 1, senderID: .v7(), preview: "quoted \"\(body)\"") : nil,
                 mentions: full ? [.v7(), .v7()] : [],
                 reactions: full
-                    ? [ReactionSummary(emoji: "👍🏽", count: 3, userIDs: [.v7(), .v7()]), ReactionSummary(emoji: "❤️", count: 1, userIDs: [.v7()])] : [])
+                    ? [ReactionSummary(emoji: "👍🏽", count: 3, userIDs: [.v7(), .v7()]), ReactionSummary(emoji: "❤️", count: 1, userIDs: [.v7()])] : [],
+                attachments: full
+                    ? [
+                        Attachment(
+                            id: .v7(), uploaderID: .v7(), name: "photo \"\(index)\" ✓.jpg", contentType: "image/jpeg", size: 123_456, width: 800,
+                            height: 600, hasThumbnail: true, createdAt: .now),
+                        Attachment(id: .v7(), uploaderID: .v7(), name: "notes.txt", contentType: "text/plain", size: 0, createdAt: .now),
+                    ] : [])
             let event = try StreamEvent.messageCreated(message, node: "node \"a\"")
             struct Payload: Encodable { var message: MessageDTO }
             var truncated = message

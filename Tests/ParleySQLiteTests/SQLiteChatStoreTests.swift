@@ -30,7 +30,11 @@ struct SQLiteChatStoreTests {
 
         let queue = try DatabaseQueue(path: path)
         let applied = try await queue.read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }
-        #expect(applied == ["v1_initial", "v2_last_seen", "v3_outbox", "v4_outbox_created_at", "v5_message_features"])
+        #expect(
+            applied == [
+                "v1_initial", "v2_last_seen", "v3_outbox", "v4_outbox_created_at", "v5_message_features", "v6_attachments",
+                "v7_search_index_in_batches",
+            ])
         let mode = try await queue.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
         #expect(mode == "wal")
     }

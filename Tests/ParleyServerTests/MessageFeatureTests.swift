@@ -33,7 +33,7 @@ struct MessageFeatureTests {
             #expect(
                 original.keys == [
                     "id", "conversationId", "seq", "senderId", "body", "clientMsgId", "createdAt", "editedAt", "deletedAt", "replyTo", "mentions",
-                    "reactions",
+                    "reactions", "attachments",
                 ])
             #expect(original["editedAt"].isNull)
             #expect(original["deletedAt"].isNull)
@@ -964,7 +964,7 @@ extension TestApp.Client {
 
     /// Every message of the conversation as `viewer` reads it, oldest first (a JSON array, so that
     /// a missing index reads as null rather than trapping).
-    fileprivate func history(_ viewer: Account, _ conversation: String) async throws -> JSONValue {
+    func history(_ viewer: Account, _ conversation: String) async throws -> JSONValue {
         let reply = try await request(.get, "/api/v1/conversations/\(conversation)/messages?after=0&limit=200", token: viewer.accessToken)
         try #require(reply.status == .ok, "history: \(reply.status) \(reply.json)")
         return reply.json["messages"]

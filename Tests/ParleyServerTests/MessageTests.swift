@@ -24,7 +24,7 @@ struct MessageTests {
             #expect(
                 message.keys == [
                     "id", "conversationId", "seq", "senderId", "body", "clientMsgId", "createdAt", "editedAt", "deletedAt", "replyTo", "mentions",
-                    "reactions",
+                    "reactions", "attachments",
                 ])
 
             let replay = try await client.send(alice, id, "hello", clientMsgId: "c-1")

@@ -290,3 +290,40 @@ async def restarts():
     await bob.wait_for(lambda f: f.get("type") == "message" and f["message"]["body"] == "still here", what="live delivery after restarts")
     await bob.close()
     await alice.close()
+
+
+def upload(base, token, data, name):
+    request = urllib.request.Request(base + "/api/v1/uploads", method="POST", data=data)
+    request.add_header("authorization", f"Bearer {token}")
+    request.add_header("content-type", "application/octet-stream")
+    request.add_header("x-filename", name)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 201
+        return json.loads(response.read())["attachment"]
+
+
+def download(base, token, path):
+    request = urllib.request.Request(base + path)
+    request.add_header("authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, response.read()
+
+
+def test_attachment_uploaded_on_one_node_downloads_through_the_other():
+    """The nodes share one S3 bucket: a file uploaded to node 1 is read through node 2, and a
+    multi-megabyte upload passes nginx (streamed, not refused at its default body limit)."""
+    alice_id, alice = register("alice")
+    bob_id, bob = register("bob")
+    conversation = api("POST", "/api/v1/conversations", alice, {"type": "direct", "userId": bob_id}, expect=201)["conversation"]["id"]
+    node1, node2 = f"http://127.0.0.1:{PORT + 1}", f"http://127.0.0.1:{PORT + 2}"
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    attachment = upload(node1, alice, data, "backup.tar")
+    message = api("POST", f"/api/v1/conversations/{conversation}/messages", alice,
+                  {"body": "the backup", "attachmentIds": [attachment["id"]]}, expect=201)["message"]
+    assert [a["id"] for a in message["attachments"]] == [attachment["id"]]
+    status, body = download(node2, bob, attachment["url"])
+    assert status == 200 and body == data
+
+    through_nginx = upload(BASE, bob, data[: 2 * 1024 * 1024], "half.bin")
+    status, body = download(node1, bob, through_nginx["url"])
+    assert status == 200 and body == data[: 2 * 1024 * 1024]

@@ -1,11 +1,13 @@
 import Foundation
 import Logging
+import ParleyBlobs
 import ParleyCore
 import ParleyKafka
 import ParleyPostgres
 import ParleyRedis
 import ParleySQLite
 import ServiceLifecycle
+import _NIOFileSystem
 
 /// The composition root: which adapter serves each port for a configuration. Embedded (SQLite and
 /// in-process) by default; PostgreSQL for `StoreLocation.postgres`; Redis for the bus, presence and
@@ -19,6 +21,8 @@ public struct Adapters: Sendable {
     public var bus: any Bus
     public var presence: any PresenceRegistry
     public var limiter: any RateLimiter
+    /// Where attachment bytes live: a directory of this node, or S3 shared by the cluster.
+    public var blobs: any BlobStore
     /// The shared Redis pool (presence, rate limits), in cluster mode.
     var redis: RedisClient?
     /// What /ready checks, by name.
@@ -59,6 +63,12 @@ public struct Adapters: Sendable {
             postgres.searchLanguage = configuration.searchLanguage
             store = PostgresChatStore(configuration: postgres, logger: logger)
         }
+        let blobs: any BlobStore
+        if let s3 = configuration.uploads.s3 {
+            blobs = try S3BlobStore(configuration: s3)
+        } else {
+            blobs = DirectoryBlobStore(root: FilePath(configuration.uploadsDirectory))
+        }
         var adapters: Adapters
         if let redisURL = configuration.redisURL {
             var redis = try RedisConfiguration(url: redisURL)
@@ -69,13 +79,14 @@ public struct Adapters: Sendable {
                 bus: RedisBus(configuration: redis, logger: logger),
                 presence: RedisPresenceRegistry(client: client, ttl: configuration.gateway.presenceTTLSeconds),
                 limiter: RedisRateLimiter(client: client, logger: logger),
+                blobs: blobs,
                 redis: client,
                 readinessChecks: [("store", { try await store.ping() }), ("redis", { try await client.command(["PING"]) })]
             )
         } else {
             adapters = Adapters(
                 store: store, bus: InProcessBus(), presence: InMemoryPresenceRegistry(ttl: configuration.gateway.presenceTTLSeconds),
-                limiter: InMemoryRateLimiter(), readinessChecks: [("store", { try await store.ping() })])
+                limiter: InMemoryRateLimiter(), blobs: blobs, readinessChecks: [("store", { try await store.ping() })])
         }
         guard withRelay else { return adapters }
 

@@ -1,7 +1,9 @@
 import Foundation
 import Logging
 import ParleyCore
+import ParleyImages
 import ServiceLifecycle
+import _NIOFileSystem
 
 /// One Parley node's domain services and gateway, built over its adapters. Routes read from here
 /// (`Routes.swift`); the application runs `services` and calls `prepare()` before it serves.
@@ -15,6 +17,8 @@ struct Node: Sendable {
     let authenticator: Authenticator
     let registry: ConnectionRegistry
     let gateway: Gateway
+    let janitor: AttachmentJanitor
+    let attachments: AttachmentController
     let logger: Logger
 
     init(configuration: ParleyConfiguration, adapters: Adapters, logger: Logger) async throws {
@@ -61,6 +65,14 @@ struct Node: Sendable {
             settings: gatewaySettings,
             logger: logger
         )
+        janitor = AttachmentJanitor(
+            store: store, blobs: adapters.blobs, unsentAfter: .seconds(configuration.uploads.unsentSeconds),
+            interval: configuration.uploads.janitorInterval, logger: logger)
+        attachments = AttachmentController(
+            store: store, blobs: adapters.blobs, thumbnailer: Thumbnailer(), limiter: adapters.limiter,
+            uploadPolicy: configuration.rateLimits.upload, settings: configuration.uploads,
+            temporaryDirectory: FilePath((configuration.dataDirectory as NSString).appendingPathComponent("uploads-in-progress")),
+            logger: logger)
     }
 
     /// The node's long-lived services in start order; the ServiceGroup stops them in reverse, so
@@ -78,6 +90,7 @@ struct Node: Sendable {
                 presenceHeartbeat: .seconds(configuration.gateway.presenceTTLSeconds / 3),
                 logger: logger
             ),
+            janitor,
         ]
     }
 
@@ -85,6 +98,16 @@ struct Node: Sendable {
     /// bus's delivery handler (for Redis, once its subscriber is connected).
     func prepare() async throws {
         try await adapters.prepare()
+        // Uploads stream to files here before they are stored; whatever a killed node left is junk.
+        let inProgress = attachments.temporaryDirectory
+        _ = try? await FileSystem.shared.removeItem(at: inProgress, strategy: .platformDefault, recursively: true)
+        try await FileSystem.shared.createDirectory(at: inProgress, withIntermediateDirectories: true, permissions: nil)
+        do {
+            try await adapters.blobs.check()
+        } catch {
+            // Chat works without file storage; uploads and downloads answer storage_unavailable.
+            logger.warning("file storage is not usable", metadata: ["parley.storage": "\(adapters.blobs.kind)", "parley.error": "\(error)"])
+        }
         let registry = self.registry
         try await adapters.bus.start { delivery in registry.deliver(delivery) }
     }

@@ -51,12 +51,14 @@ func buildRouter(_ node: Node) -> Router<ParleyRequestContext> {
     UserController(accounts: node.accounts).addRoutes(to: authenticated.group("users"))
     ConversationController(
         chat: node.chat,
+        janitor: node.janitor,
         limiter: limiter,
         sendPolicy: configuration.rateLimits.send,
         maxRequestBytes: configuration.maxRequestBytes
     ).addRoutes(to: authenticated.group("conversations"))
     PresenceController(presence: node.presence).addRoutes(to: authenticated.group("presence"))
     SearchController(chat: node.chat).addRoutes(to: authenticated.group("search"))
+    node.attachments.addRoutes(uploads: authenticated.group("uploads"), attachments: authenticated.group("attachments"))
     api.get("ws") { _, _ -> Response in
         throw ParleyError(.invalidInput, code: "upgrade_required", message: "This endpoint speaks WebSocket only.")
     }

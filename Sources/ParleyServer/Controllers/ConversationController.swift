@@ -6,6 +6,8 @@ import ParleyCore
 /// `/api/v1/conversations`: direct chats and groups, membership, messages and read watermarks.
 struct ConversationController {
     let chat: ChatService
+    /// Removes the blobs of deleted messages and conversations, asked right after each deletion.
+    let janitor: AttachmentJanitor
     let limiter: any RateLimiter
     let sendPolicy: RateLimitPolicy
     let maxRequestBytes: Int
@@ -54,10 +56,12 @@ struct ConversationController {
     }
 
     struct SendBody: StrictDecodable {
-        static let fields: Set<String> = ["body", "clientMsgId", "replyToId"]
-        var body: String
+        static let fields: Set<String> = ["body", "clientMsgId", "replyToId", "attachmentIds"]
+        /// May be left out (or empty) when the message carries attachments.
+        var body: String?
         var clientMsgId: String?
         var replyToId: UUID?
+        var attachmentIds: [UUID]?
     }
 
     struct EditBody: StrictDecodable {
@@ -146,6 +150,7 @@ struct ConversationController {
     @Sendable func delete(_ request: Request, context: ParleyRequestContext) async throws -> Response {
         let caller = try context.requireIdentity().userID
         try await chat.deleteConversation(caller: caller, id: try context.parameters.uuid("id"))
+        janitor.poke()
         return Response(status: .noContent)
     }
 
@@ -205,8 +210,13 @@ struct ConversationController {
         if let headerKey, let bodyKey = body.clientMsgId, headerKey != bodyKey {
             throw ParleyError.invalid("Idempotency-Key and clientMsgId differ.", code: "invalid_client_msg_id")
         }
+        let attachmentIDs = body.attachmentIds ?? []
+        guard let text = body.body ?? (attachmentIDs.isEmpty ? nil : "") else {
+            throw ParleyError.invalid("Missing required field body.", code: "invalid_field")
+        }
         let result = try await chat.send(
-            caller: caller, conversationID: id, body: body.body, clientMsgID: body.clientMsgId ?? headerKey, replyToID: body.replyToId)
+            caller: caller, conversationID: id, body: text, clientMsgID: body.clientMsgId ?? headerKey, replyToID: body.replyToId,
+            attachmentIDs: attachmentIDs)
         return try APIJSON.response(MessageEnvelope(message: MessageDTO(message: result.message)), status: result.replayed ? .ok : .created)
     }
 
@@ -223,6 +233,7 @@ struct ConversationController {
         let caller = try context.requireIdentity().userID
         try await chat.deleteMessage(
             caller: caller, conversationID: try context.parameters.uuid("id"), messageID: try context.parameters.uuid("messageId"))
+        janitor.poke()
         return Response(status: .noContent)
     }
 

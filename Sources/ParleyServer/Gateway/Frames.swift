@@ -2,11 +2,20 @@ import Foundation
 import NIOCore
 import ParleyCore
 
+/// A `send` frame's message, as the gateway hands it to the send pipeline.
+struct OutgoingMessage: Sendable {
+    var conversationID: UUID
+    var clientMsgID: String?
+    var body: String
+    var replyToID: UUID?
+    var attachmentIDs: [UUID]
+}
+
 /// A frame from a client, decoded and checked: one case per frame type, with typed fields.
 /// Decoding fails with a `ClientFrame.Invalid` that carries the error frame to send back.
 enum ClientFrame: Sendable {
     case auth(token: String)
-    case send(conversationID: UUID, clientMsgID: String?, body: String, replyToID: UUID?)
+    case send(OutgoingMessage)
     case typing(conversationID: UUID, state: TypingState)
     case receipt(Watermark, conversationID: UUID, seq: Int64)
     /// Last seen seq per conversation id (keys are checked one by one, so that one bad key does not
@@ -46,6 +55,7 @@ enum ClientFrame: Sendable {
         var cursors: [String: Int64]?
         var changes: [String: Int64]?
         var replyToId: String?
+        var attachmentIds: [String]?
     }
 
     private static let malformed = ParleyError.invalid(
@@ -75,13 +85,21 @@ enum ClientFrame: Sendable {
             return .auth(token: token)
         case "send":
             let id = try conversationID()
-            guard let body = fields.body else { throw invalid("send needs a body.") }
+            var attachmentIDs: [UUID] = []
+            for raw in fields.attachmentIds ?? [] {
+                guard let id = UUID(canonical: raw) else { throw invalid("attachmentIds must be upload ids.", code: ParleyError.Code.invalidID) }
+                attachmentIDs.append(id)
+            }
+            // A message of attachments alone may leave the body out.
+            guard let body = fields.body ?? (attachmentIDs.isEmpty ? nil : "") else { throw invalid("send needs a body.") }
             var replyToID: UUID?
             if let raw = fields.replyToId {
                 guard let id = UUID(canonical: raw) else { throw invalid("replyToId must be a message id.", code: ParleyError.Code.invalidID) }
                 replyToID = id
             }
-            return .send(conversationID: id, clientMsgID: fields.clientMsgId, body: body, replyToID: replyToID)
+            return .send(
+                OutgoingMessage(
+                    conversationID: id, clientMsgID: fields.clientMsgId, body: body, replyToID: replyToID, attachmentIDs: attachmentIDs))
         case "typing":
             let id = try conversationID()
             guard let state = fields.state.flatMap(TypingState.init(rawValue:)) else {

@@ -79,18 +79,16 @@ final class Gateway: Sendable {
 
     /// Queues a send in arrival order and moves on. The ack (or error) is queued on the socket the
     /// moment the commit resolves, before the message is published, so the sender hears `ack` first.
-    func submit(conversationID: UUID, clientMsgID: String?, body: String, replyToID: UUID?, _ connection: Connection, session: SocketSession) {
-        submit(conversationID: conversationID, clientMsgID: clientMsgID, body: body, replyToID: replyToID, connection, session: session) {
+    func submit(_ outgoing: OutgoingMessage, _ connection: Connection, session: SocketSession) {
+        submit(outgoing, connection, session: session) {
             if case .limited(let retry)? = limiter.acquireAtOnce("user:" + connection.userID.lowercased, policy: sendPolicy, now: .now) {
                 throw ParleyError.rateLimited(retryAfterSeconds: retry)
             }
         }
     }
 
-    private func submit(
-        conversationID: UUID, clientMsgID: String?, body: String, replyToID: UUID?, _ connection: Connection, session: SocketSession,
-        rateLimit: () throws -> Void
-    ) {
+    private func submit(_ outgoing: OutgoingMessage, _ connection: Connection, session: SocketSession, rateLimit: () throws -> Void) {
+        let clientMsgID = outgoing.clientMsgID
         session.sendStarted()
         let acknowledge: Promise<SendResult>.Callback = { result in
             switch result {
@@ -110,8 +108,8 @@ final class Gateway: Sendable {
             return
         }
         chat.enqueueSend(
-            caller: connection.userID, conversationID: conversationID, body: body, clientMsgID: clientMsgID, replyToID: replyToID,
-            whenResolved: acknowledge)
+            caller: connection.userID, conversationID: outgoing.conversationID, body: outgoing.body, clientMsgID: clientMsgID,
+            replyToID: outgoing.replyToID, attachmentIDs: outgoing.attachmentIDs, whenResolved: acknowledge)
     }
 
     /// Handles a frame of an open socket that may wait (the store, Redis).
@@ -120,10 +118,10 @@ final class Gateway: Sendable {
         var ref: String?
         do {
             switch frame {
-            case .send(let conversationID, let clientMsgID, let body, let replyToID):
-                ref = clientMsgID
+            case .send(let outgoing):
+                ref = outgoing.clientMsgID
                 let decision = await limiter.acquire("user:" + userID.lowercased, policy: sendPolicy, now: .now)
-                submit(conversationID: conversationID, clientMsgID: clientMsgID, body: body, replyToID: replyToID, connection, session: session) {
+                submit(outgoing, connection, session: session) {
                     if case .limited(let retry) = decision { throw ParleyError.rateLimited(retryAfterSeconds: retry) }
                 }
             case .typing(let conversationID, let state):

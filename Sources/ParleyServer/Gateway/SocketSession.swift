@@ -269,8 +269,8 @@ final class SocketSession: Sendable {
         switch frame {
         case .ping:
             connection.enqueue(ServerFrame.encode(ServerFrame.Pong()))
-        case .send(let conversationID, let clientMsgID, let body, let replyToID):
-            gateway.submit(conversationID: conversationID, clientMsgID: clientMsgID, body: body, replyToID: replyToID, connection, session: self)
+        case .send(let outgoing):
+            gateway.submit(outgoing, connection, session: self)
         default:
             schedule(.frame(frame))
         }

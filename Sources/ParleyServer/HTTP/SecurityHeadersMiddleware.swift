@@ -11,8 +11,11 @@ struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
         response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
         // Not "no-referrer": with it browsers send `Origin: null` on same-origin POSTs, which the CSRF check refuses.
         response.headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
-        response.headers[.contentSecurityPolicy] =
-            "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        // A response may bring a stricter policy of its own (attachments: a sandbox).
+        if response.headers[.contentSecurityPolicy] == nil {
+            response.headers[.contentSecurityPolicy] =
+                "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        }
         response.headers[HTTPField.Name("Cross-Origin-Opener-Policy")!] = "same-origin"
         if hsts {
             response.headers[.strictTransportSecurity] = "max-age=31536000"

@@ -5,6 +5,7 @@ import { $, h, setError, debounce, formatTime, dayKey, dayLabel, shortStamp, ini
 import { askNotificationPermission, notify } from './notify.js';
 import { RealtimeSocket } from './socket.js';
 import { highlightNodes, mentionQuery, preview, splitMentions } from './text.js';
+import { formatSize, typeLabel, upload } from './uploads.js';
 
 const PAGE = 50;
 /** The reactions offered in the picker (any single emoji is accepted by the server). */
@@ -588,6 +589,7 @@ async function openConversation(id, { focusSeq = null } = {}) {
     state.highlightSeq = null;
   }
   state.activeId = id;
+  renderTray();
   history.replaceState(null, '', '#/c/' + id);
   document.body.classList.add('viewing-conversation');
   $('#conversation-empty').hidden = true;
@@ -858,7 +860,8 @@ function messageRow(conversation, message) {
   h('div', { class: 'bubble', tabindex: '0', onclick: (event) => onBubbleTap(event, message) },
     conversation.type === 'group' && !own ? h('span', { class: 'sender' }, userName(message.senderId)) : null,
     message.replyTo && !deleted ? replyQuote(conversation.id, message.replyTo) : null,
-    deleted ? h('p', { class: 'body tombstone' }, 'Message deleted') : h('p', { class: 'body' }, bodyNodes(message)),
+    deleted ? h('p', { class: 'body tombstone' }, 'Message deleted') : message.body ? h('p', { class: 'body' }, bodyNodes(message)) : null,
+    deleted ? null : attachmentNodes(message.attachments),
     h('span', { class: 'meta' },
       message.editedAt && !deleted ? h('span', { class: 'edited', title: 'Edited at ' + formatTime(message.editedAt) }, 'edited') : null,
       h('time', { datetime: message.createdAt }, formatTime(message.createdAt)),
@@ -872,9 +875,44 @@ function pendingRow(item) {
   return h('li', { class: 'message own', dataset: { seq: '', status: item.status || '', clientMsgId: item.clientMsgId } },
     h('div', { class: 'bubble' },
       item.replyTo ? replyQuote(state.activeId, item.replyTo) : null,
-      h('p', { class: 'body' }, item.body),
+      item.body ? h('p', { class: 'body' }, item.body) : null,
+      attachmentNodes(item.attachments),
       h('span', { class: 'meta' }, h('time', { datetime: item.createdAt }, formatTime(item.createdAt)), statusMark(item.status)),
       item.error ? h('span', { class: 'send-error' }, item.error + ' ', h('button', { type: 'button', class: 'link', onclick: () => retry(item.clientMsgId) }, 'Retry')) : null));
+}
+
+/** Images as thumbnails that open the viewer; other files as chips that download them. */
+function attachmentNodes(attachments) {
+  if (!attachments || !attachments.length) return null;
+  return h('div', { class: 'attachments' }, attachments.map((attachment) => {
+    if (attachment.thumbnailUrl) {
+      // The box the thumbnail takes before it loads, so the list does not jump.
+      const scale = Math.min(1, 240 / Math.max(attachment.width || 240, attachment.height || 240));
+      return h('button', {
+        type: 'button', class: 'attachment-image', dataset: { id: attachment.id }, 'aria-label': 'Show ' + attachment.name,
+        onclick: (event) => { event.stopPropagation(); openViewer(attachment); },
+      }, h('img', {
+        src: attachment.thumbnailUrl, alt: attachment.name, loading: 'lazy',
+        width: Math.round((attachment.width || 240) * scale), height: Math.round((attachment.height || 240) * scale),
+      }));
+    }
+    return h('a', {
+      class: 'attachment-file', href: attachment.url, download: attachment.name, dataset: { id: attachment.id },
+      title: 'Download ' + attachment.name, onclick: (event) => event.stopPropagation(),
+    },
+    h('span', { class: 'file-type' }, typeLabel(attachment.contentType, attachment.name)),
+    h('span', { class: 'file-name' }, attachment.name),
+    h('span', { class: 'file-size' }, formatSize(attachment.size)));
+  }));
+}
+
+function openViewer(attachment) {
+  $('#viewer-image').src = attachment.url;
+  $('#viewer-image').alt = attachment.name;
+  $('#viewer-name').textContent = attachment.name + ' · ' + formatSize(attachment.size);
+  $('#viewer-download').href = attachment.url;
+  $('#viewer-download').setAttribute('download', attachment.name);
+  $('#viewer').showModal();
 }
 
 /** The body as text nodes, with the mentions of members set apart (ours highlighted). */
@@ -1133,7 +1171,82 @@ function tooLong(body) {
 function sendFrame(conversationId, pending) {
   const frame = { type: 'send', conversationId, clientMsgId: pending.clientMsgId, body: pending.body };
   if (pending.replyTo) frame.replyToId = pending.replyTo.id;
+  if (pending.attachments && pending.attachments.length) frame.attachmentIds = pending.attachments.map((a) => a.id);
   return frame;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files to send: each uploads as soon as it is picked, dropped or pasted; the message that carries
+// them goes once they are all up.
+
+const trays = new Map();
+let trayKey = 0;
+
+function tray(id = state.activeId) {
+  if (!trays.has(id)) trays.set(id, []);
+  return trays.get(id);
+}
+
+function addFiles(files) {
+  const id = state.activeId;
+  if (!id || state.composer.editing) return;
+  const items = tray(id);
+  for (const file of files) {
+    if (items.length >= 10) {
+      $('#history-status').textContent = 'A message can carry 10 files at most.';
+      break;
+    }
+    const item = { key: ++trayKey, name: file.name || 'pasted image', size: file.size, progress: 0, status: 'uploading', error: null };
+    const handle = upload(file, (progress) => {
+      item.progress = progress;
+      renderTray();
+    });
+    item.cancel = handle.cancel;
+    handle.done.then((attachment) => {
+      item.status = 'ready';
+      item.attachment = attachment;
+    }, (error) => {
+      item.status = error.code === 'cancelled' ? 'cancelled' : 'failed';
+      item.error = error.message;
+    }).finally(() => {
+      if (item.status === 'cancelled') items.splice(items.indexOf(item), 1);
+      renderTray();
+      if (state.sendWhenUploaded === id && items.every((i) => i.status !== 'uploading')) {
+        state.sendWhenUploaded = null;
+        if (state.activeId === id && items.every((i) => i.status === 'ready')) sendMessage();
+      }
+    });
+    items.push(item);
+  }
+  renderTray();
+}
+
+function removeFile(item) {
+  const items = tray();
+  if (item.status === 'uploading') item.cancel();
+  const at = items.indexOf(item);
+  if (at >= 0) items.splice(at, 1);
+  renderTray();
+}
+
+function renderTray() {
+  const items = state.activeId ? tray() : [];
+  const list = $('#attachment-tray');
+  list.hidden = items.length === 0;
+  list.replaceChildren(...items.map((item) => h('li', {
+    class: 'tray-item ' + item.status, dataset: { name: item.name, status: item.status },
+  },
+  h('span', { class: 'file-type' }, typeLabel(item.attachment ? item.attachment.contentType : '', item.name)),
+  h('span', { class: 'file-name' }, item.name),
+  h('span', { class: 'file-size' }, formatSize(item.size)),
+  item.status === 'uploading'
+    ? h('progress', { max: '1', value: String(item.progress), 'aria-label': 'Uploading ' + item.name }) : null,
+  item.error ? h('span', { class: 'upload-error', role: 'alert' }, item.error) : null,
+  h('button', {
+    type: 'button', class: 'ghost small', onclick: () => removeFile(item),
+    'aria-label': (item.status === 'uploading' ? 'Cancel ' : 'Remove ') + item.name,
+  }, '×'))));
+  $('#send-button').textContent = state.sendWhenUploaded ? 'Sending…' : 'Send';
 }
 
 function sendMessage() {
@@ -1141,13 +1254,28 @@ function sendMessage() {
   if (state.composer.editing) return saveEdit();
   const input = $('#composer-input');
   const body = input.value;
-  if (!body.trim() || !state.activeId) return;
+  if (!state.activeId) return;
+  const files = tray();
+  if (files.some((item) => item.status === 'failed')) {
+    $('#history-status').textContent = 'Remove the files that could not be uploaded first.';
+    return;
+  }
+  if (files.some((item) => item.status === 'uploading')) {
+    // Sent as soon as the last upload is done.
+    state.sendWhenUploaded = state.activeId;
+    renderTray();
+    return;
+  }
+  const attachments = files.map((item) => item.attachment);
+  if (!body.trim() && !attachments.length) return;
   if (tooLong(body)) return;
   const id = state.activeId;
+  trays.set(id, []);
+  renderTray();
   const clientMsgId = crypto.randomUUID();
   const store = messageStore(id);
   const replyTo = state.composer.replyTo;
-  const pending = { clientMsgId, body, createdAt: new Date().toISOString(), status: 'pending' };
+  const pending = { clientMsgId, body, createdAt: new Date().toISOString(), status: 'pending', attachments };
   if (replyTo) pending.replyTo = { id: replyTo.id, seq: replyTo.seq, senderId: replyTo.senderId, preview: replyTo.body.slice(0, 140) };
   store.pending.set(clientMsgId, pending);
   input.value = '';
@@ -1537,6 +1665,33 @@ function wireApp() {
   $('#signout-button').addEventListener('click', signOut);
   $('#back-button').addEventListener('click', closeConversationView);
   $('#composer').addEventListener('submit', (event) => { event.preventDefault(); sendMessage(); });
+  $('#attach-button').addEventListener('click', () => $('#file-input').click());
+  $('#file-input').addEventListener('change', (event) => {
+    addFiles([...event.target.files]);
+    event.target.value = '';
+  });
+  // Images pasted into the composer, and files dropped anywhere on the conversation.
+  $('#composer-input').addEventListener('paste', (event) => {
+    const files = [...(event.clipboardData ? event.clipboardData.files : [])];
+    if (!files.length) return;
+    event.preventDefault();
+    addFiles(files);
+  });
+  const pane = $('#message-scroller').parentElement;
+  pane.addEventListener('dragover', (event) => {
+    if (!state.activeId || !event.dataTransfer || ![...event.dataTransfer.types].includes('Files')) return;
+    event.preventDefault();
+    pane.classList.add('dropping');
+  });
+  pane.addEventListener('dragleave', (event) => { if (!pane.contains(event.relatedTarget)) pane.classList.remove('dropping'); });
+  pane.addEventListener('drop', (event) => {
+    pane.classList.remove('dropping');
+    if (!event.dataTransfer || !event.dataTransfer.files.length) return;
+    event.preventDefault();
+    addFiles([...event.dataTransfer.files]);
+  });
+  $('#viewer-close').addEventListener('click', () => $('#viewer').close());
+  $('#viewer').addEventListener('click', (event) => { if (event.target === $('#viewer')) $('#viewer').close(); });
   $('#composer-input').addEventListener('keydown', onComposerKeyDown);
   $('#composer-input').addEventListener('input', onComposerInput);
   $('#composer-input').addEventListener('click', updateMentionPicker);
