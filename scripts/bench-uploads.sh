@@ -40,10 +40,13 @@ run_once() {
   $B/parley-bench upload --url http://127.0.0.1:$port --seed $work/seed.json --size "$size" --concurrency "$concurrency" \
     --duration "$duration" --warmup 3 --server-pid $pid --json $work/report.json >/dev/null 2>&1 || true
   kill -TERM $pid; wait $pid || true
-  python3 -c '
+  python3 - $work/report.json <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"{r[\"megabytesPerSecond\"]:.1f} {r[\"latency\"][\"p99\"]:.1f} {r.get(\"serverCPUMillisPerMB\") or 0:.1f} {r.get(\"serverPeakRSSMB\") or 0:.0f} {r[\"failed\"]}")' $work/report.json
+mbs, p99 = r["megabytesPerSecond"], r["latency"]["p99"]
+cpu, rss = r.get("serverCPUMillisPerMB") or 0, r.get("serverPeakRSSMB") or 0
+print(f"{mbs:.1f} {p99:.1f} {cpu:.1f} {rss:.0f} {r['failed']}")
+PY
 }
 
 measure() {
