@@ -237,12 +237,19 @@ public struct SendRequest: Sendable {
 }
 
 extension SendRequest {
-    /// The message this request becomes once the store has given it `seq` and resolved its reply
-    /// and mentions (times kept to the millisecond, as stored).
+    /// The message this request becomes once the store has given it `seq`, resolved its reply and
+    /// mentions and checked its uploads (times kept to the millisecond, as stored). The uploads
+    /// come back attached to it.
     public func message(seq: Int64, replyTo: MessageReference? = nil, mentions: [UUID] = [], attachments: [Attachment] = []) -> Message {
-        Message(
+        let attached = attachments.map {
+            var attachment = $0
+            attachment.conversationID = conversationID
+            attachment.messageID = messageID
+            return attachment
+        }
+        return Message(
             id: messageID, conversationID: conversationID, seq: seq, senderID: senderID, body: body, clientMsgID: clientMsgID,
-            createdAt: createdAt.truncatedToMillis, replyTo: replyTo, mentions: mentions, attachments: attachments)
+            createdAt: createdAt.truncatedToMillis, replyTo: replyTo, mentions: mentions, attachments: attached)
     }
 }
 

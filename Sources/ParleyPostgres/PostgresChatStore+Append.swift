@@ -107,14 +107,7 @@ extension PostgresChatStore {
             let mentions = try await resolveMentions(request.mentionedUsernames, conversationID: request.conversationID, on: db)
             let seq = lastSeq + 1
             lastSeqs[request.conversationID] = seq
-            let message = request.message(
-                seq: seq, replyTo: replyTo, mentions: mentions,
-                attachments: attachments.map {
-                    var attached = $0
-                    attached.conversationID = request.conversationID
-                    attached.messageID = request.messageID
-                    return attached
-                })
+            let message = request.message(seq: seq, replyTo: replyTo, mentions: mentions, attachments: attachments)
             if let clientMsgID = request.clientMsgID {
                 // A second send of the same clientMsgId later in this batch replays this one.
                 known[DedupeKey(conversation: request.conversationID, sender: request.senderID, clientMsgID: clientMsgID)] = message

@@ -554,14 +554,7 @@ public final class SQLiteChatStore: ChatStore {
             state.updatedAt = max(state.updatedAt, createdAt)
             state.senderSeqs[sender] = seq
             conversations[cid] = state
-            let message = request.message(
-                seq: seq, replyTo: replyTo, mentions: mentions,
-                attachments: attachments.map {
-                    var attached = $0
-                    attached.conversationID = request.conversationID
-                    attached.messageID = request.messageID
-                    return attached
-                })
+            let message = request.message(seq: seq, replyTo: replyTo, mentions: mentions, attachments: attachments)
             if let outboxNode {
                 try writeEvent(.messageCreated(message, node: outboxNode), db: db)
             }
