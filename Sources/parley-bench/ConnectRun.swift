@@ -195,12 +195,6 @@ struct ConnectReport: Codable {
         return lines.joined(separator: "\n")
     }
 
-    func json() throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return try encoder.encode(self)
-    }
-
     func html() -> String {
         HTMLReport.page(
             scenario: scenario,

@@ -31,6 +31,15 @@ protocol BenchReport {
     func html() -> String
 }
 
+extension BenchReport where Self: Encodable {
+    /// The report as pretty-printed JSON with sorted keys (stable to diff between runs).
+    func json() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(self)
+    }
+}
+
 extension Report: BenchReport {
     func html() -> String { HTMLReport.render(self) }
 }

@@ -155,12 +155,6 @@ struct UploadReport: Codable, BenchReport {
         return lines.joined(separator: "\n")
     }
 
-    func json() throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return try encoder.encode(self)
-    }
-
     func html() -> String {
         HTMLReport.page(
             scenario: scenario, target: target, startedAt: startedAt,
