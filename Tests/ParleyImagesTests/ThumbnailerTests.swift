@@ -20,7 +20,7 @@ struct ThumbnailerTests {
 
     @Test(
         "a thumbnail fits 400 px on its long side, keeps the picture's proportions and is WebP",
-        .enabled(if: Thumbnailer.isAvailable),
+        .enabled(if: Thumbnailer.isAvailable, "needs libvips: a build with --traits Images (CI builds with it and fails if it is missing)"),
         arguments: [
             ("gps.jpg", 800, 600, 400, 300),
             ("sideways.jpg", 600, 800, 300, 400),  // EXIF orientation 6: shown upright
@@ -42,7 +42,8 @@ struct ThumbnailerTests {
     }
 
     @Test(
-        "no EXIF in a thumbnail: the GPS position and camera of the original are gone", .enabled(if: Thumbnailer.isAvailable),
+        "no EXIF in a thumbnail: the GPS position and camera of the original are gone",
+        .enabled(if: Thumbnailer.isAvailable, "needs libvips: a build with --traits Images (CI builds with it and fails if it is missing)"),
         arguments: ["gps.jpg", "gps.png"])
     func noMetadata(name: String) async throws {
         let original = try Data(contentsOf: URL(fileURLWithPath: fixture(name)))
@@ -53,7 +54,9 @@ struct ThumbnailerTests {
         }
     }
 
-    @Test("a truncated JPEG, text, and a missing file: an error, no thumbnail", .enabled(if: Thumbnailer.isAvailable))
+    @Test(
+        "a truncated JPEG, text, and a missing file: an error, no thumbnail",
+        .enabled(if: Thumbnailer.isAvailable, "needs libvips: a build with --traits Images (CI builds with it and fails if it is missing)"))
     func unreadable() async throws {
         let directory = try TemporaryDirectory(prefix: "parley-thumb")
         defer { directory.remove() }
@@ -64,7 +67,9 @@ struct ThumbnailerTests {
         }
     }
 
-    @Test("without the Images trait nothing is thumbnailed", .disabled(if: Thumbnailer.isAvailable))
+    @Test(
+        "without the Images trait nothing is thumbnailed",
+        .disabled(if: Thumbnailer.isAvailable, "checks the build without the Images trait, where no thumbnails are made"))
     func withoutTrait() async throws {
         await #expect(throws: Thumbnailer.Failure.unavailable) { try await thumbnailer.thumbnail(ofFileAt: fixture("gps.jpg")) }
     }

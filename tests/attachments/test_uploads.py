@@ -17,6 +17,8 @@ import urllib.error
 import urllib.request
 import uuid
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("PARLEY_BIN", os.path.join(ROOT, ".build", "debug", "parley"))
 PORT = int(os.environ.get("PARLEY_UPLOADS_PORT", "18320"))
@@ -54,6 +56,25 @@ def start(data_dir, log):
     raise AssertionError("the server did not become ready")
 
 
+@pytest.fixture
+def node():
+    """A fresh node on its own data directory, and a signed-up user's token; stopped afterwards."""
+    with tempfile.TemporaryDirectory(prefix="parley-uploads-") as data_dir, open(os.path.join(data_dir, "parley.log"), "wb") as log:
+        process = start(os.path.join(data_dir, "data"), log)
+        try:
+            suffix = uuid.uuid4().hex[:8]
+            token = api("POST", "/api/v1/auth/register", body={
+                "username": f"up{suffix}", "email": f"up{suffix}@example.com", "password": "upload-password-1"}, expect=201)["accessToken"]
+            yield process, token, os.path.join(data_dir, "data", "blobs")
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+def stored_files(blobs):
+    return [os.path.join(root, f) for root, _, files in os.walk(blobs) for f in files]
+
+
 def memory(pid):
     """Resident and peak resident memory of a process, in bytes."""
     values = {}
@@ -87,50 +108,33 @@ def stream_upload(token, size, name):
     return json.loads(payload)["attachment"]
 
 
-def test_ten_concurrent_25_mib_uploads_keep_memory_flat():
-    with tempfile.TemporaryDirectory(prefix="parley-uploads-") as data_dir, open(os.path.join(data_dir, "parley.log"), "wb") as log:
-        process = start(os.path.join(data_dir, "data"), log)
-        try:
-            suffix = uuid.uuid4().hex[:8]
-            token = api("POST", "/api/v1/auth/register", body={
-                "username": f"mem{suffix}", "email": f"mem{suffix}@example.com", "password": "upload-password-1"}, expect=201)["accessToken"]
-            # Warm up the upload path once, so the baseline includes what any upload allocates.
-            stream_upload(token, 2 * MIB, "warmup.bin")
-            before, _ = memory(process.pid)
-            with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
-                uploads = list(pool.map(lambda i: stream_upload(token, 25 * MIB, f"big-{i}.bin"), range(10)))
-            _, peak = memory(process.pid)
-            assert all(upload["size"] == 25 * MIB for upload in uploads)
-            rise = peak - before
-            print(f"RSS before {before / MIB:.1f} MiB, peak during uploads {peak / MIB:.1f} MiB, rise {rise / MIB:.1f} MiB")
-            assert rise < 64 * MIB, f"peak RSS rose {rise / MIB:.1f} MiB during ten 25 MiB uploads"
-            stored = [os.path.join(root, f) for root, _, files in os.walk(os.path.join(data_dir, "data", "blobs")) for f in files]
-            assert len(stored) == 11 and sorted(os.path.getsize(f) for f in stored)[-10:] == [25 * MIB] * 10
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+def test_ten_concurrent_25_mib_uploads_keep_memory_flat(node):
+    process, token, blobs = node
+    # Warm up the upload path once, so the baseline includes what any upload allocates.
+    stream_upload(token, 2 * MIB, "warmup.bin")
+    before, _ = memory(process.pid)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
+        uploads = list(pool.map(lambda i: stream_upload(token, 25 * MIB, f"big-{i}.bin"), range(10)))
+    _, peak = memory(process.pid)
+    assert all(upload["size"] == 25 * MIB for upload in uploads)
+    rise = peak - before
+    print(f"RSS before {before / MIB:.1f} MiB, peak during uploads {peak / MIB:.1f} MiB, rise {rise / MIB:.1f} MiB")
+    assert rise < 64 * MIB, f"peak RSS rose {rise / MIB:.1f} MiB during ten 25 MiB uploads"
+    stored = stored_files(blobs)
+    assert len(stored) == 11 and sorted(os.path.getsize(f) for f in stored)[-10:] == [25 * MIB] * 10
 
 
-def test_an_upload_over_the_limit_is_refused_before_its_body():
+def test_an_upload_over_the_limit_is_refused_before_its_body(node):
     """A Content-Length over the limit is answered 413 without reading the body."""
-    with tempfile.TemporaryDirectory(prefix="parley-uploads-") as data_dir, open(os.path.join(data_dir, "parley.log"), "wb") as log:
-        process = start(os.path.join(data_dir, "data"), log)
-        try:
-            suffix = uuid.uuid4().hex[:8]
-            token = api("POST", "/api/v1/auth/register", body={
-                "username": f"big{suffix}", "email": f"big{suffix}@example.com", "password": "upload-password-1"}, expect=201)["accessToken"]
-            connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
-            connection.putrequest("POST", "/api/v1/uploads")
-            connection.putheader("authorization", f"Bearer {token}")
-            connection.putheader("content-length", str(26 * MIB))
-            connection.endheaders()
-            connection.send(b"x" * 1024)
-            response = connection.getresponse()
-            body = json.loads(response.read())
-            assert response.status == 413
-            assert body["error"]["code"] == "upload_too_large"
-            stored = [f for _, _, files in os.walk(os.path.join(data_dir, "data", "blobs")) for f in files]
-            assert stored == []
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+    _, token, blobs = node
+    connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
+    connection.putrequest("POST", "/api/v1/uploads")
+    connection.putheader("authorization", f"Bearer {token}")
+    connection.putheader("content-length", str(26 * MIB))
+    connection.endheaders()
+    connection.send(b"x" * 1024)
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    assert response.status == 413
+    assert body["error"]["code"] == "upload_too_large"
+    assert stored_files(blobs) == []
