@@ -1,45 +1,45 @@
 import Foundation
 
-/// Writes JSON straight into a byte array, for the shapes written once per message inside the
-/// store's write transaction (the `message.created` event), where Foundation's `JSONEncoder` cost
-/// more than the insert itself. Produces what `WireJSON.encoder` produces for the same values:
+/// Writes JSON straight into a byte array, for the shapes written once or more per message sent:
+/// the `message.created` event inside the store's write transaction, and the gateway's `ack` and
+/// `message` frames, where Foundation's `JSONEncoder` cost more than the insert itself. Produces what `WireJSON.encoder` produces for the same values:
 /// strings escaped per RFC 8259, dates as RFC 3339 UTC with milliseconds.
-struct JSONWriter {
-    private(set) var bytes: [UInt8] = []
+public struct JSONWriter: Sendable {
+    public private(set) var bytes: [UInt8] = []
 
-    init(capacity: Int = 256) {
+    public init(capacity: Int = 256) {
         bytes.reserveCapacity(capacity)
     }
 
-    mutating func raw(_ text: StaticString) {
+    public mutating func raw(_ text: StaticString) {
         text.withUTF8Buffer { bytes.append(contentsOf: $0) }
     }
 
-    mutating func raw(_ other: [UInt8]) {
+    public mutating func raw(_ other: [UInt8]) {
         bytes.append(contentsOf: other)
     }
 
     /// `"key":` (keys are ASCII identifiers: no escaping).
-    mutating func key(_ key: StaticString) {
+    public mutating func key(_ key: StaticString) {
         bytes.append(UInt8(ascii: "\""))
         raw(key)
         bytes.append(UInt8(ascii: "\""))
         bytes.append(UInt8(ascii: ":"))
     }
 
-    mutating func comma() {
+    public mutating func comma() {
         bytes.append(UInt8(ascii: ","))
     }
 
-    mutating func null() {
+    public mutating func null() {
         raw("null")
     }
 
-    mutating func integer(_ value: Int64) {
+    public mutating func integer(_ value: Int64) {
         bytes.append(contentsOf: String(value).utf8)
     }
 
-    mutating func string(_ value: String) {
+    public mutating func string(_ value: String) {
         bytes.append(UInt8(ascii: "\""))
         let hex: StaticString = "0123456789abcdef"
         for byte in value.utf8 {
@@ -63,11 +63,11 @@ struct JSONWriter {
         bytes.append(UInt8(ascii: "\""))
     }
 
-    mutating func string(_ value: String?) {
+    public mutating func string(_ value: String?) {
         if let value { string(value) } else { null() }
     }
 
-    mutating func uuid(_ value: UUID) {
+    public mutating func uuid(_ value: UUID) {
         bytes.append(UInt8(ascii: "\""))
         bytes.append(contentsOf: value.lowercased.utf8)
         bytes.append(UInt8(ascii: "\""))
@@ -76,7 +76,7 @@ struct JSONWriter {
     /// `"2026-12-02T16:20:00.123Z"`: UTC, milliseconds truncated, computed the way Foundation's
     /// ISO 8601 format style computes them (from the seconds since 2001 and their fraction), so
     /// the event shows the same digits as the REST API for the same `Date`.
-    mutating func date(_ date: Date) {
+    public mutating func date(_ date: Date) {
         let reference = date.timeIntervalSinceReferenceDate
         let whole = reference.rounded(.down)
         let millis = (Int64(whole) + 978_307_200) * 1000 + Int64((reference - whole) * 1000)
@@ -124,7 +124,7 @@ struct JSONWriter {
 
 extension JSONWriter {
     /// A message object, with the fields and in the order `MessageDTO` encodes them.
-    mutating func message(_ message: Message) {
+    public mutating func message(_ message: Message) {
         raw("{")
         key("id")
         uuid(message.id)
@@ -203,7 +203,7 @@ extension JSONWriter {
     }
 
     /// An attachment in its REST shape (`AttachmentDTO`): metadata and URLs, never bytes.
-    mutating func attachment(_ attachment: Attachment) {
+    public mutating func attachment(_ attachment: Attachment) {
         raw("{")
         key("id")
         uuid(attachment.id)
@@ -236,7 +236,7 @@ extension JSONWriter {
     }
 
     /// A JSON array of ids.
-    mutating func uuids(_ ids: [UUID]) {
+    public mutating func uuids(_ ids: [UUID]) {
         raw("[")
         for (index, id) in ids.enumerated() {
             if index > 0 { comma() }

@@ -132,12 +132,6 @@ enum ServerFrame {
         var node: String
     }
 
-    struct Ack: Encodable {
-        let type = "ack"
-        var clientMsgId: String?
-        var message: MessageDTO
-    }
-
     struct ErrorFrame: Encodable {
         let type = "error"
         var code: String
@@ -147,18 +141,49 @@ enum ServerFrame {
         var retryAfterSeconds: Int?
     }
 
-    struct MessageFrame: Encodable {
-        let type = "message"
-        var message: MessageDTO
+    // The frames that carry a message (`ack`, `message`, `updated`) go out at least twice per send,
+    // so they are written by hand (`JSONWriter`), with the fields `MessageDTO` encodes; a test holds
+    // them equal to the encoder's output.
+
+    /// `{"type":"ack","clientMsgId":…,"message":{…}}` (`clientMsgId` absent when the send had none).
+    static func ack(clientMsgID: String?, _ message: Message) -> ByteBuffer {
+        var json = JSONWriter(capacity: 400 + message.body.utf8.count)
+        json.raw(#"{"type":"ack","#)
+        if let clientMsgID {
+            json.key("clientMsgId")
+            json.string(clientMsgID)
+            json.comma()
+        }
+        json.key("message")
+        json.message(message)
+        json.raw("}")
+        return ByteBuffer(bytes: json.bytes)
     }
 
-    /// A message was edited, deleted or its reactions changed; `changeSeq` is the conversation's
-    /// change sequence number of this change (the sync cursor for changes).
-    struct Updated: Encodable {
-        let type = "updated"
-        var change: String
-        var message: MessageDTO
-        var changeSeq: Int64
+    /// `{"type":"message","message":{…}}`.
+    static func message(_ message: Message) -> ByteBuffer {
+        var json = JSONWriter(capacity: 400 + message.body.utf8.count)
+        json.raw(#"{"type":"message","message":"#)
+        json.message(message)
+        json.raw("}")
+        return ByteBuffer(bytes: json.bytes)
+    }
+
+    /// A message was edited, deleted or its reactions changed: `{"type":"updated","change":…,
+    /// "message":{…},"changeSeq":…}`, where `changeSeq` is the conversation's change sequence number
+    /// of this change (the sync cursor for changes).
+    static func updated(_ kind: MessageChangeKind, _ message: Message, changeSeq: Int64) -> ByteBuffer {
+        var json = JSONWriter(capacity: 400 + message.body.utf8.count)
+        json.raw(#"{"type":"updated","change":"#)
+        json.string(kind.rawValue)
+        json.comma()
+        json.key("message")
+        json.message(message)
+        json.comma()
+        json.key("changeSeq")
+        json.integer(changeSeq)
+        json.raw("}")
+        return ByteBuffer(bytes: json.bytes)
     }
 
     struct Synced: Encodable {
@@ -212,9 +237,9 @@ enum ServerFrame {
     static func render(_ event: ChatEvent, for viewer: UUID) -> ByteBuffer? {
         switch event {
         case .message(let message):
-            encode(MessageFrame(message: MessageDTO(message: message)))
+            self.message(message)
         case .updated(let kind, let message, let changeSeq):
-            encode(Updated(change: kind.rawValue, message: MessageDTO(message: message), changeSeq: changeSeq))
+            updated(kind, message, changeSeq: changeSeq)
         case .receipt(let conversationID, let userID, let kind, let seq):
             encode(Receipt(conversationId: conversationID.lowercased, userId: userID.lowercased, kind: kind.rawValue, seq: seq))
         case .typing(let conversationID, let userID, let state):

@@ -93,7 +93,7 @@ final class Gateway: Sendable {
         let acknowledge: Promise<SendResult>.Callback = { result in
             switch result {
             case .success(let sent):
-                connection.enqueue(ServerFrame.encode(ServerFrame.Ack(clientMsgId: clientMsgID, message: MessageDTO(message: sent.message))))
+                connection.enqueue(ServerFrame.ack(clientMsgID: clientMsgID, sent.message))
             case .failure(let error as ParleyError):
                 connection.enqueue(ServerFrame.error(error, ref: clientMsgID))
             case .failure(let error):
@@ -162,9 +162,7 @@ final class Gateway: Sendable {
                     let page = try await chat.changes(
                         caller: connection.userID, conversationID: conversationID, after: changesAfter, maxSeq: after, limit: settings.syncPageSize)
                     for (kind, message) in page.changes {
-                        connection.enqueue(
-                            ServerFrame.encode(
-                                ServerFrame.Updated(change: kind.rawValue, message: MessageDTO(message: message), changeSeq: message.changeSeq)))
+                        connection.enqueue(ServerFrame.updated(kind, message, changeSeq: message.changeSeq))
                     }
                     changeCursor = page.nextCursor
                     if page.hasMore {
@@ -176,7 +174,7 @@ final class Gateway: Sendable {
                 }
                 let page = try await chat.sync(caller: connection.userID, conversationID: conversationID, after: after, limit: settings.syncPageSize)
                 for message in page.messages {
-                    connection.enqueue(ServerFrame.encode(ServerFrame.MessageFrame(message: MessageDTO(message: message))))
+                    connection.enqueue(ServerFrame.message(message))
                 }
                 connection.enqueue(
                     ServerFrame.encode(
