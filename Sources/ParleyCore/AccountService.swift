@@ -9,7 +9,34 @@ public struct AuthTokens: Sendable {
     public var session: Session
 }
 
-/// Registration, login, refresh-token rotation and logout.
+/// The delay after repeated failed logins of one account (not only of one address: an attacker
+/// with many addresses gets no more guesses). `freeFailures` in a row cost nothing; from then on
+/// each failure makes the next attempt wait twice as long as the one before (`firstSeconds`, then
+/// twice that, four times … at most `maxSeconds`); attempts while waiting are refused unchecked and
+/// not counted; a success clears the count, and failures older than `forgetSeconds` are forgotten.
+/// Logins that name no account are counted the same way, so the delay does not tell which exist.
+public struct LoginDelay: Sendable, Equatable {
+    public var freeFailures: Int
+    public var firstSeconds: Int
+    public var maxSeconds: Int
+    public var forgetSeconds: Int
+
+    public init(freeFailures: Int = 5, firstSeconds: Int = 1, maxSeconds: Int = 900, forgetSeconds: Int = 3600) {
+        self.freeFailures = freeFailures
+        self.firstSeconds = firstSeconds
+        self.maxSeconds = maxSeconds
+        self.forgetSeconds = forgetSeconds
+    }
+
+    /// Seconds the next attempt waits after `failures` failures in a row.
+    public func seconds(after failures: Int) -> Int {
+        guard failures >= freeFailures else { return 0 }
+        let doublings = min(failures - freeFailures, 30)
+        return firstSeconds > maxSeconds >> doublings ? maxSeconds : firstSeconds << doublings
+    }
+}
+
+/// Registration, login, refresh-token rotation, logout, password changes and the sessions list.
 public struct AccountService: Sendable {
     private let store: any ChatStore
     private let hasher: any PasswordHasher
@@ -19,6 +46,7 @@ public struct AccountService: Sendable {
     /// Told about revoked sessions so that their open sockets close.
     private let bus: any Bus
     private let dummyHash = DummyHash()
+    private let loginDelay: LoginDelay
 
     public init(
         store: any ChatStore,
@@ -26,9 +54,11 @@ public struct AccountService: Sendable {
         issuer: any AccessTokenIssuer,
         limits: Limits,
         refreshLifetimeSeconds: Int,
-        bus: any Bus
+        bus: any Bus,
+        loginDelay: LoginDelay = LoginDelay()
     ) {
         self.bus = bus
+        self.loginDelay = loginDelay
         self.store = store
         self.hasher = hasher
         self.issuer = issuer
@@ -36,8 +66,9 @@ public struct AccountService: Sendable {
         self.refreshLifetimeSeconds = refreshLifetimeSeconds
     }
 
-    public func register(username: String, email: String, password: String, displayName: String?, now: Date = .now) async throws -> (User, AuthTokens)
-    {
+    public func register(
+        username: String, email: String, password: String, displayName: String?, userAgent: String? = nil, now: Date = .now
+    ) async throws -> (User, AuthTokens) {
         let username = try Validation.username(username)
         let email = try Validation.email(email)
         try Validation.password(password, limits: limits)
@@ -46,23 +77,79 @@ public struct AccountService: Sendable {
         let user = try await store.createUser(
             NewUser(username: username, email: email, displayName: displayName, passwordHash: hash, createdAt: now)
         )
-        return (user, try await startSession(for: user, now: now))
+        return (user, try await startSession(for: user, userAgent: userAgent, now: now))
     }
 
-    public func login(_ login: String, password: String, now: Date = .now) async throws -> (User, AuthTokens) {
+    public func login(_ login: String, password: String, userAgent: String? = nil, now: Date = .now) async throws -> (User, AuthTokens) {
         let key = login.trimmingCharacters(in: .whitespaces).lowercased()
-        guard !key.isEmpty, key.utf8.count <= 254, password.utf8.count <= limits.maxPasswordBytes,
-            let credentials = try await store.credentials(login: key)
-        else {
-            // Spend the same time as a real check so response times do not reveal which logins exist.
-            // A hasher that fails here fails the login as an internal error: never skip the check.
+        guard !key.isEmpty, key.utf8.count <= 254, password.utf8.count <= limits.maxPasswordBytes else {
             _ = try await hasher.verify(password, against: try await dummyHash.value(hasher))
             throw Self.badCredentials
         }
-        guard try await hasher.verify(password, against: credentials.passwordHash) else {
+        let credentials = try await store.credentials(login: key)
+        let failureKey = credentials.map { Self.failureKey(userID: $0.user.id) } ?? "login:" + key
+        try await checkLoginDelay(failureKey, now: now)
+        guard let credentials else {
+            // Spend the same time as a real check so response times do not reveal which logins exist.
+            // A hasher that fails here fails the login as an internal error: never skip the check.
+            _ = try await hasher.verify(password, against: try await dummyHash.value(hasher))
+            _ = try await store.recordLoginFailure(key: failureKey, now: now, forgetBefore: forgetBefore(now))
             throw Self.badCredentials
         }
-        return (credentials.user, try await startSession(for: credentials.user, now: now))
+        guard try await hasher.verify(password, against: credentials.passwordHash) else {
+            _ = try await store.recordLoginFailure(key: failureKey, now: now, forgetBefore: forgetBefore(now))
+            throw Self.badCredentials
+        }
+        try await store.clearLoginFailures(key: failureKey)
+        return (credentials.user, try await startSession(for: credentials.user, userAgent: userAgent, now: now))
+    }
+
+    /// Changes the caller's password after checking the current one (a wrong one counts as a failed
+    /// login of the account), and signs out every other session of theirs: their sockets close and
+    /// their refresh tokens stop working. The calling session stays.
+    public func changePassword(userID: UUID, sessionID: UUID, current: String, new: String, now: Date = .now) async throws {
+        try Validation.password(new, limits: limits)
+        guard let user = try await store.user(id: userID), let credentials = try await store.credentials(login: user.username) else {
+            throw ParleyError.unauthenticated()
+        }
+        let failureKey = Self.failureKey(userID: userID)
+        try await checkLoginDelay(failureKey, now: now)
+        guard current.utf8.count <= limits.maxPasswordBytes, try await hasher.verify(current, against: credentials.passwordHash) else {
+            _ = try await store.recordLoginFailure(key: failureKey, now: now, forgetBefore: forgetBefore(now))
+            throw ParleyError.forbidden("The current password is incorrect.", code: "wrong_password")
+        }
+        let hash = try await hasher.hash(new)
+        let revoked = try await store.setPassword(userID: userID, passwordHash: hash, keeping: sessionID, now: now)
+        try await store.clearLoginFailures(key: failureKey)
+        for id in revoked {
+            bus.publish(.sessionRevoked(sessionID: id), to: [userID])
+        }
+    }
+
+    /// The caller's live sessions, most recently used first.
+    public func sessions(userID: UUID, now: Date = .now) async throws -> [Session] {
+        try await store.sessions(userID: userID, now: now)
+    }
+
+    /// Ends one of the caller's own sessions (another user's, or an unknown id: 404).
+    public func revokeSession(_ id: UUID, userID: UUID, now: Date = .now) async throws {
+        guard let session = try await store.session(id: id), session.userID == userID else {
+            throw ParleyError.notFound("No such session.", code: "session_not_found")
+        }
+        try await logout(userID: userID, sessionID: session.id, now: now)
+    }
+
+    private static func failureKey(userID: UUID) -> String { "user:" + userID.lowercased }
+
+    private func forgetBefore(_ now: Date) -> Date { now - TimeInterval(loginDelay.forgetSeconds) }
+
+    /// Throws `login_delayed` while the account's last failure is more recent than its delay.
+    private func checkLoginDelay(_ key: String, now: Date) async throws {
+        guard let failures = try await store.loginFailures(key: key), failures.lastFailureAt >= forgetBefore(now) else { return }
+        let until = failures.lastFailureAt + TimeInterval(loginDelay.seconds(after: failures.count))
+        if until > now {
+            throw ParleyError.loginDelayed(retryAfterSeconds: max(1, Int(until.timeIntervalSince(now).rounded(.up))))
+        }
     }
 
     public func refresh(token: String, now: Date = .now) async throws -> AuthTokens {
@@ -113,13 +200,14 @@ public struct AccountService: Sendable {
         return try await store.users(ids: ids)
     }
 
-    private func startSession(for user: User, now: Date) async throws -> AuthTokens {
+    private func startSession(for user: User, userAgent: String?, now: Date) async throws -> AuthTokens {
         let refresh = Self.makeRefreshToken()
         let session = try await store.createSession(
             id: .v7(now: now),
             userID: user.id,
             refreshTokenHash: Self.hashRefreshToken(refresh),
             expiresAt: now.addingTimeInterval(TimeInterval(refreshLifetimeSeconds)),
+            userAgent: userAgent.map { String($0.prefix(256)) },
             now: now
         )
         let access = try await issuer.issue(userID: user.id, sessionID: session.id, now: now)

@@ -37,12 +37,32 @@ public protocol AccountStore: Sendable {
 
     // MARK: Sessions
 
-    func createSession(id: UUID, userID: UUID, refreshTokenHash: String, expiresAt: Date, now: Date) async throws -> Session
+    func createSession(id: UUID, userID: UUID, refreshTokenHash: String, expiresAt: Date, userAgent: String?, now: Date) async throws -> Session
     func session(id: UUID) async throws -> Session?
-    /// Spends `presentedHash` and stores `newHash` as the session's current refresh token.
-    /// Presenting a token that was already spent revokes the whole session.
+    /// A user's live sessions (not revoked, not expired), most recently used first.
+    func sessions(userID: UUID, now: Date) async throws -> [Session]
+    /// Spends `presentedHash` and stores `newHash` as the session's current refresh token (and
+    /// notes the session as used now). Presenting a token that was already spent revokes the
+    /// whole session.
     func rotateRefreshToken(presentedHash: String, newHash: String, now: Date) async throws -> RefreshOutcome
     func revokeSession(id: UUID, now: Date) async throws
+    /// Stores a new password hash and revokes every live session of the user but `keeping`, in one
+    /// transaction. Returns the ids of the sessions it revoked.
+    func setPassword(userID: UUID, passwordHash: String, keeping: UUID, now: Date) async throws -> [UUID]
+
+    // MARK: Failed logins (shared by every node, so the delay holds across a cluster)
+
+    func loginFailures(key: String) async throws -> LoginFailures?
+    /// Counts one more failure for `key` (starting again from one if the last was before
+    /// `forgetBefore`) and drops other keys' records older than that. Returns the new record.
+    func recordLoginFailure(key: String, now: Date, forgetBefore: Date) async throws -> LoginFailures
+    func clearLoginFailures(key: String) async throws
+}
+
+extension AccountStore {
+    public func createSession(id: UUID, userID: UUID, refreshTokenHash: String, expiresAt: Date, now: Date) async throws -> Session {
+        try await createSession(id: id, userID: userID, refreshTokenHash: refreshTokenHash, expiresAt: expiresAt, userAgent: nil, now: now)
+    }
 }
 
 /// Conversations and their members.

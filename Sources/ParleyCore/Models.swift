@@ -52,16 +52,36 @@ public struct Session: Sendable, Equatable {
     public var createdAt: Date
     public var expiresAt: Date
     public var revokedAt: Date?
+    /// The client's User-Agent at login (at most 256 characters), so that people can tell their
+    /// sessions apart.
+    public var userAgent: String?
+    /// When its refresh token was last rotated (nil: never since login).
+    public var lastUsedAt: Date?
 
-    public init(id: UUID, userID: UUID, createdAt: Date, expiresAt: Date, revokedAt: Date?) {
+    public init(id: UUID, userID: UUID, createdAt: Date, expiresAt: Date, revokedAt: Date?, userAgent: String? = nil, lastUsedAt: Date? = nil) {
         self.id = id
         self.userID = userID
         self.createdAt = createdAt
         self.expiresAt = expiresAt
         self.revokedAt = revokedAt
+        self.userAgent = userAgent
+        self.lastUsedAt = lastUsedAt
     }
 
     public func isActive(at now: Date) -> Bool { revokedAt == nil && expiresAt > now }
+}
+
+/// Failed logins recorded against one login key (an account, or a login that names none), for the
+/// per-account delay after repeated failures.
+public struct LoginFailures: Sendable, Equatable {
+    /// Failures in a row (since the last success, or since they were forgotten).
+    public var count: Int
+    public var lastFailureAt: Date
+
+    public init(count: Int, lastFailureAt: Date) {
+        self.count = count
+        self.lastFailureAt = lastFailureAt
+    }
 }
 
 public enum RefreshOutcome: Sendable, Equatable {

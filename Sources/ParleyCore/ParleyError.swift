@@ -69,6 +69,16 @@ public struct ParleyError: Error, Sendable, Equatable {
         )
     }
 
+    /// Too many failed logins of one account in a row: the next attempt must wait.
+    public static func loginDelayed(retryAfterSeconds: Int) -> ParleyError {
+        ParleyError(
+            .rateLimited,
+            code: "login_delayed",
+            message: "Too many failed logins for this account; retry after \(retryAfterSeconds) s.",
+            retryAfterSeconds: retryAfterSeconds
+        )
+    }
+
     /// The node is taking sends faster than it can commit them: retry shortly.
     public static let overloaded = ParleyError(
         .unavailable, code: Code.overloaded, message: "The server is overloaded; retry shortly.", retryAfterSeconds: 1)

@@ -101,13 +101,14 @@ extension PostgresQueryable {
         return users
     }
 
+    /// Sessions from a query selecting `PostgresChatStore.sessionColumns`.
     func sessions(_ query: PostgresQuery) async throws -> [Session] {
         var sessions: [Session] = []
-        for try await row in try await run(query).decode((UUID, UUID, Int64, Int64, Int64?).self) {
+        for try await row in try await run(query).decode((UUID, UUID, Int64, Int64, Int64?, String?, Int64?).self) {
             sessions.append(
                 Session(
                     id: row.0, userID: row.1, createdAt: PostgresChatStore.date(row.2), expiresAt: PostgresChatStore.date(row.3),
-                    revokedAt: row.4.map(PostgresChatStore.date)))
+                    revokedAt: row.4.map(PostgresChatStore.date), userAgent: row.5, lastUsedAt: row.6.map(PostgresChatStore.date)))
         }
         return sessions
     }

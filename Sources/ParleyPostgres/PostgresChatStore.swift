@@ -207,21 +207,41 @@ public final class PostgresChatStore: ChatStore {
 
     // MARK: Sessions
 
-    public func createSession(id: UUID, userID: UUID, refreshTokenHash: String, expiresAt: Date, now: Date) async throws -> Session {
+    static let sessionColumns = "s.id, s.user_id, s.created_at, s.expires_at, s.revoked_at, s.user_agent, s.last_used_at"
+
+    public func createSession(id: UUID, userID: UUID, refreshTokenHash: String, expiresAt: Date, userAgent: String?, now: Date) async throws
+        -> Session
+    {
         try await transaction { db in
             try await db.execute(
-                "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (\(id), \(userID), \(now.millis), \(expiresAt.millis))"
+                """
+                INSERT INTO sessions (id, user_id, created_at, expires_at, user_agent)
+                VALUES (\(id), \(userID), \(now.millis), \(expiresAt.millis), \(userAgent))
+                """
             )
             try await db.execute(
                 "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (\(refreshTokenHash), \(id), \(now.millis))"
             )
         }
-        return Session(id: id, userID: userID, createdAt: now.truncatedToMillis, expiresAt: expiresAt.truncatedToMillis, revokedAt: nil)
+        return Session(
+            id: id, userID: userID, createdAt: now.truncatedToMillis, expiresAt: expiresAt.truncatedToMillis, revokedAt: nil, userAgent: userAgent)
     }
 
     public func session(id: UUID) async throws -> Session? {
         try await guarded {
-            try await client.sessions("SELECT id, user_id, created_at, expires_at, revoked_at FROM sessions WHERE id = \(id)").first
+            try await client.sessions("SELECT \(unescaped: Self.sessionColumns) FROM sessions s WHERE s.id = \(id)").first
+        }
+    }
+
+    public func sessions(userID: UUID, now: Date) async throws -> [Session] {
+        try await guarded {
+            try await client.sessions(
+                """
+                SELECT \(unescaped: Self.sessionColumns) FROM sessions s
+                WHERE s.user_id = \(userID) AND s.revoked_at IS NULL AND s.expires_at > \(now.millis)
+                ORDER BY COALESCE(s.last_used_at, s.created_at) DESC, s.id DESC
+                """
+            )
         }
     }
 
@@ -233,9 +253,9 @@ public final class PostgresChatStore: ChatStore {
                     "SELECT spent_at FROM refresh_tokens WHERE hash = \(presentedHash) FOR UPDATE", as: Int64?.self)
             else { return .invalid }
             guard
-                let session = try await db.sessions(
+                var session = try await db.sessions(
                     """
-                    SELECT s.id, s.user_id, s.created_at, s.expires_at, s.revoked_at FROM refresh_tokens t
+                    SELECT \(unescaped: Self.sessionColumns) FROM refresh_tokens t
                     JOIN sessions s ON s.id = t.session_id WHERE t.hash = \(presentedHash)
                     """
                 ).first, session.isActive(at: now)
@@ -245,6 +265,8 @@ public final class PostgresChatStore: ChatStore {
                 return .reused(session)
             }
             try await db.execute("UPDATE refresh_tokens SET spent_at = \(now.millis) WHERE hash = \(presentedHash)")
+            try await db.execute("UPDATE sessions SET last_used_at = \(now.millis) WHERE id = \(session.id)")
+            session.lastUsedAt = now.truncatedToMillis
             try await db.execute("INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (\(newHash), \(session.id), \(now.millis))")
             return .rotated(session)
         }
@@ -254,6 +276,54 @@ public final class PostgresChatStore: ChatStore {
         try await guarded {
             try await client.execute("UPDATE sessions SET revoked_at = \(now.millis) WHERE id = \(id) AND revoked_at IS NULL")
         }
+    }
+
+    public func setPassword(userID: UUID, passwordHash: String, keeping: UUID, now: Date) async throws -> [UUID] {
+        try await transaction { db in
+            try await db.execute("UPDATE users SET password_hash = \(passwordHash) WHERE id = \(userID)")
+            var revoked: [UUID] = []
+            for try await id in try await db.run(
+                """
+                UPDATE sessions SET revoked_at = \(now.millis)
+                WHERE user_id = \(userID) AND id <> \(keeping) AND revoked_at IS NULL AND expires_at > \(now.millis) RETURNING id
+                """
+            ).decode(UUID.self) {
+                revoked.append(id)
+            }
+            return revoked
+        }
+    }
+
+    // MARK: Failed logins
+
+    public func loginFailures(key: String) async throws -> LoginFailures? {
+        try await guarded {
+            for try await (count, last) in try await client.run("SELECT failures, last_failure_at FROM login_failures WHERE key = \(key)").decode(
+                (Int, Int64).self)
+            {
+                return LoginFailures(count: count, lastFailureAt: Self.date(last))
+            }
+            return nil
+        }
+    }
+
+    public func recordLoginFailure(key: String, now: Date, forgetBefore: Date) async throws -> LoginFailures {
+        try await transaction { db in
+            try await db.execute("DELETE FROM login_failures WHERE last_failure_at < \(forgetBefore.millis) AND key <> \(key)")
+            let count = try await db.first(
+                """
+                INSERT INTO login_failures AS f (key, failures, last_failure_at) VALUES (\(key), 1, \(now.millis))
+                ON CONFLICT (key) DO UPDATE SET
+                    failures = CASE WHEN f.last_failure_at < \(forgetBefore.millis) THEN 1 ELSE f.failures + 1 END,
+                    last_failure_at = excluded.last_failure_at
+                RETURNING failures
+                """, as: Int.self)
+            return LoginFailures(count: count ?? 1, lastFailureAt: now.truncatedToMillis)
+        }
+    }
+
+    public func clearLoginFailures(key: String) async throws {
+        try await guarded { try await client.execute("DELETE FROM login_failures WHERE key = \(key)") }
     }
 
     // MARK: Conversations

@@ -208,6 +208,24 @@ enum PostgresSchema {
                 "ALTER TABLE messages ADD COLUMN attachment_count integer NOT NULL DEFAULT 0",
             ]
         ),
+        Migration(
+            version: 6,
+            name: "account_security",
+            statements: [
+                // Sessions people can recognise in a list, and failed logins per login key for the
+                // delay after repeated failures (in the database, so every node applies it).
+                "ALTER TABLE sessions ADD COLUMN user_agent text",
+                "ALTER TABLE sessions ADD COLUMN last_used_at bigint",
+                """
+                CREATE TABLE login_failures (
+                    key text PRIMARY KEY,
+                    failures integer NOT NULL,
+                    last_failure_at bigint NOT NULL
+                )
+                """,
+                "CREATE INDEX login_failures_age ON login_failures (last_failure_at)",
+            ]
+        ),
     ]
 
     /// Applies every migration this database has not seen yet.

@@ -21,7 +21,9 @@ extension SQLiteChatStore {
             userID: uuid(row["user_id"]),
             createdAt: date(row["created_at"]),
             expiresAt: date(row["expires_at"]),
-            revokedAt: (row["revoked_at"] as Int64?).map(date)
+            revokedAt: (row["revoked_at"] as Int64?).map(date),
+            userAgent: row["user_agent"],
+            lastUsedAt: (row["last_used_at"] as Int64?).map(date)
         )
     }
 

@@ -199,16 +199,32 @@ public final class SQLiteChatStore: ChatStore {
 
     // MARK: Sessions
 
-    public func createSession(id: UUID, userID: UUID, refreshTokenHash: String, expiresAt: Date, now: Date) async throws -> Session {
+    public func createSession(id: UUID, userID: UUID, refreshTokenHash: String, expiresAt: Date, userAgent: String?, now: Date) async throws
+        -> Session
+    {
         try await pool.write { db in
-            try db.cachedStatement(sql: "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)").execute(
-                arguments: [id.lowercased, userID.lowercased, now.millis, expiresAt.millis]
+            try db.cachedStatement(sql: "INSERT INTO sessions (id, user_id, created_at, expires_at, user_agent) VALUES (?, ?, ?, ?, ?)").execute(
+                arguments: [id.lowercased, userID.lowercased, now.millis, expiresAt.millis, userAgent]
             )
             try db.cachedStatement(sql: "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (?, ?, ?)").execute(
                 arguments: [refreshTokenHash, id.lowercased, now.millis]
             )
         }
-        return Session(id: id, userID: userID, createdAt: now.truncatedToMillis, expiresAt: expiresAt.truncatedToMillis, revokedAt: nil)
+        return Session(
+            id: id, userID: userID, createdAt: now.truncatedToMillis, expiresAt: expiresAt.truncatedToMillis, revokedAt: nil, userAgent: userAgent)
+    }
+
+    public func sessions(userID: UUID, now: Date) async throws -> [Session] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        SELECT * FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?
+                        ORDER BY COALESCE(last_used_at, created_at) DESC, id DESC
+                        """),
+                arguments: [userID.lowercased, now.millis]
+            ).map(Self.session)
+        }
     }
 
     public func session(id: UUID) async throws -> Session? {
@@ -229,13 +245,15 @@ public final class SQLiteChatStore: ChatStore {
                     arguments: [presentedHash]
                 )
             else { return .invalid }
-            let session = Self.session(row)
+            var session = Self.session(row)
             guard session.isActive(at: now) else { return .invalid }
             if (row["spent_at"] as Int64?) != nil {
                 try db.cachedStatement(sql: "UPDATE sessions SET revoked_at = ? WHERE id = ?").execute(arguments: [now.millis, session.id.lowercased])
                 return .reused(session)
             }
             try db.cachedStatement(sql: "UPDATE refresh_tokens SET spent_at = ? WHERE hash = ?").execute(arguments: [now.millis, presentedHash])
+            try db.cachedStatement(sql: "UPDATE sessions SET last_used_at = ? WHERE id = ?").execute(arguments: [now.millis, session.id.lowercased])
+            session.lastUsedAt = now.truncatedToMillis
             try db.cachedStatement(sql: "INSERT INTO refresh_tokens (hash, session_id, created_at) VALUES (?, ?, ?)").execute(
                 arguments: [newHash, session.id.lowercased, now.millis]
             )
@@ -248,6 +266,53 @@ public final class SQLiteChatStore: ChatStore {
             try db.cachedStatement(sql: "UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL").execute(
                 arguments: [now.millis, id.lowercased]
             )
+        }
+    }
+
+    public func setPassword(userID: UUID, passwordHash: String, keeping: UUID, now: Date) async throws -> [UUID] {
+        try await pool.write { db in
+            try db.cachedStatement(sql: "UPDATE users SET password_hash = ? WHERE id = ?").execute(arguments: [passwordHash, userID.lowercased])
+            return try String.fetchAll(
+                db.cachedStatement(
+                    sql: """
+                        UPDATE sessions SET revoked_at = ?
+                        WHERE user_id = ? AND id <> ? AND revoked_at IS NULL AND expires_at > ? RETURNING id
+                        """),
+                arguments: [now.millis, userID.lowercased, keeping.lowercased, now.millis]
+            ).map(Self.uuid)
+        }
+    }
+
+    // MARK: Failed logins
+
+    public func loginFailures(key: String) async throws -> LoginFailures? {
+        try await pool.read { db in
+            try Row.fetchOne(db.cachedStatement(sql: "SELECT failures, last_failure_at FROM login_failures WHERE key = ?"), arguments: [key])
+                .map { LoginFailures(count: $0["failures"], lastFailureAt: Self.date($0["last_failure_at"])) }
+        }
+    }
+
+    public func recordLoginFailure(key: String, now: Date, forgetBefore: Date) async throws -> LoginFailures {
+        try await pool.write { db in
+            try db.cachedStatement(sql: "DELETE FROM login_failures WHERE last_failure_at < ? AND key <> ?").execute(
+                arguments: [forgetBefore.millis, key])
+            let count = try Int.fetchOne(
+                db.cachedStatement(
+                    sql: """
+                        INSERT INTO login_failures (key, failures, last_failure_at) VALUES (?, 1, ?)
+                        ON CONFLICT (key) DO UPDATE SET
+                            failures = CASE WHEN last_failure_at < ? THEN 1 ELSE failures + 1 END,
+                            last_failure_at = excluded.last_failure_at
+                        RETURNING failures
+                        """),
+                arguments: [key, now.millis, forgetBefore.millis])
+            return LoginFailures(count: count ?? 1, lastFailureAt: now.truncatedToMillis)
+        }
+    }
+
+    public func clearLoginFailures(key: String) async throws {
+        try await pool.write { db in
+            try db.cachedStatement(sql: "DELETE FROM login_failures WHERE key = ?").execute(arguments: [key])
         }
     }
 

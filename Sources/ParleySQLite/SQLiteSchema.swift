@@ -227,6 +227,22 @@ enum SQLiteSchema {
                     """
             )
         }
+        migrator.registerMigration("v8_account_security") { db in
+            // Sessions people can recognise in a list (their browser, when last used), and failed
+            // logins per login key for the delay after repeated failures.
+            try db.execute(
+                sql: """
+                    ALTER TABLE sessions ADD COLUMN user_agent TEXT;
+                    ALTER TABLE sessions ADD COLUMN last_used_at INTEGER;
+                    CREATE TABLE login_failures (
+                        key TEXT PRIMARY KEY NOT NULL,
+                        failures INTEGER NOT NULL,
+                        last_failure_at INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE INDEX login_failures_age ON login_failures (last_failure_at);
+                    """
+            )
+        }
         return migrator
     }
 }

@@ -47,6 +47,13 @@ public struct ParleyConfiguration: Sendable {
         public var outboundQueueLimit = 1024
         /// Time allowed for the first `auth` frame when the upgrade carried no credentials.
         public var authTimeoutSeconds = 5.0
+        /// Slow clients on HTTP (`RequestTimeoutHandler`): a new connection's first request head must
+        /// be complete within `requestHeadTimeoutSeconds`; a request body may pause at most
+        /// `requestBodyTimeoutSeconds` between reads; an idle keep-alive connection is closed after
+        /// `keepAliveTimeoutSeconds`.
+        public var requestHeadTimeoutSeconds = 10.0
+        public var requestBodyTimeoutSeconds = 30.0
+        public var keepAliveTimeoutSeconds = 75.0
         /// WebSocket ping period; a peer that misses a pong for this long is closed.
         public var heartbeatSeconds = 30
         /// Sends of one socket awaiting their commit before the socket stops reading.
@@ -122,6 +129,9 @@ public struct ParleyConfiguration: Sendable {
     public var accessTokenSeconds = 900
     public var refreshTokenSeconds = 30 * 24 * 3600
     public var bcryptCost = 12
+    /// The delay after repeated failed logins of one account (`PARLEY_LOGIN_FREE_FAILURES`,
+    /// `PARLEY_LOGIN_MAX_DELAY_SECONDS`, `PARLEY_LOGIN_FORGET_SECONDS`).
+    public var loginDelay = LoginDelay()
     /// Mark cookies `Secure` (set when serving over TLS or behind a TLS-terminating proxy).
     public var secureCookies = false
     /// Trust `X-Forwarded-For` / `X-Real-IP` from a reverse proxy for the client IP.
@@ -290,6 +300,18 @@ public struct ParleyConfiguration: Sendable {
         if let v = try int("ACCESS_TOKEN_SECONDS") { accessTokenSeconds = v }
         if let v = try int("REFRESH_TOKEN_SECONDS") { refreshTokenSeconds = v }
         if let v = try int("BCRYPT_COST") { bcryptCost = v }
+        if let v = try int("LOGIN_FREE_FAILURES") {
+            guard (1...1000).contains(v) else { throw ConfigurationError("PARLEY_LOGIN_FREE_FAILURES must be 1–1000, got \(v)") }
+            loginDelay.freeFailures = v
+        }
+        if let v = try int("LOGIN_MAX_DELAY_SECONDS") {
+            guard (1...86_400).contains(v) else { throw ConfigurationError("PARLEY_LOGIN_MAX_DELAY_SECONDS must be 1–86400, got \(v)") }
+            loginDelay.maxSeconds = v
+        }
+        if let v = try int("LOGIN_FORGET_SECONDS") {
+            guard (60...604_800).contains(v) else { throw ConfigurationError("PARLEY_LOGIN_FORGET_SECONDS must be 60–604800, got \(v)") }
+            loginDelay.forgetSeconds = v
+        }
         if let v = try bool("SECURE_COOKIES") { secureCookies = v }
         if let v = try bool("TRUST_PROXY") { trustProxyHeaders = v }
         if let v = value("CORS_ORIGINS") {
@@ -339,6 +361,14 @@ public struct ParleyConfiguration: Sendable {
         if let v = try int("WS_MAX_FRAME_BYTES") { gateway.maxFrameBytes = v }
         if let v = try int("WS_QUEUE_LIMIT") { gateway.outboundQueueLimit = v }
         if let v = try int("WS_HEARTBEAT_SECONDS") { gateway.heartbeatSeconds = v }
+        for (name, keyPath) in [
+            ("HTTP_HEADER_TIMEOUT_SECONDS", \Gateway.requestHeadTimeoutSeconds), ("HTTP_BODY_TIMEOUT_SECONDS", \.requestBodyTimeoutSeconds),
+            ("HTTP_KEEPALIVE_SECONDS", \.keepAliveTimeoutSeconds), ("WS_AUTH_TIMEOUT_SECONDS", \.authTimeoutSeconds),
+        ] {
+            guard let v = try int(name) else { continue }
+            guard (1...3600).contains(v) else { throw ConfigurationError("PARLEY_\(name) must be 1–3600, got \(v)") }
+            gateway[keyPath: keyPath] = Double(v)
+        }
         if let v = try int("PRESENCE_TTL_SECONDS") { gateway.presenceTTLSeconds = Double(v) }
         if let v = try int("SEND_MAX_QUEUE_DELAY_MS") {
             guard v >= 1 else { throw ConfigurationError("PARLEY_SEND_MAX_QUEUE_DELAY_MS must be at least 1") }

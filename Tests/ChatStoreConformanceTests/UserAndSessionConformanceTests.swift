@@ -78,4 +78,76 @@ struct UserAndSessionConformanceTests {
             #expect(try await store.session(id: live.id)?.isActive(at: now) == false)
         }
     }
+
+    @Test("a user's live sessions are listed with their browser, most recently used first", arguments: StoreFactory.all)
+    func sessionsList(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let alice = try await store.makeUser("alice")
+            let bob = try await store.makeUser("bob")
+            let now = Date().truncatedToMillis
+            let laptop = try await store.createSession(
+                id: .v7(), userID: alice.id, refreshTokenHash: "l1", expiresAt: now + 3600, userAgent: "Laptop", now: now - 20)
+            let phone = try await store.createSession(
+                id: .v7(), userID: alice.id, refreshTokenHash: "p1", expiresAt: now + 3600, userAgent: "Phone", now: now - 10)
+            _ = try await store.createSession(id: .v7(), userID: alice.id, refreshTokenHash: "x1", expiresAt: now - 1, now: now - 30)
+            let revoked = try await store.createSession(id: .v7(), userID: alice.id, refreshTokenHash: "r1", expiresAt: now + 3600, now: now - 5)
+            try await store.revokeSession(id: revoked.id, now: now)
+            _ = try await store.createSession(id: .v7(), userID: bob.id, refreshTokenHash: "b1", expiresAt: now + 3600, now: now)
+
+            #expect(
+                try await store.sessions(userID: alice.id, now: now).map(\.id) == [phone.id, laptop.id],
+                "newest first; no expired, revoked or other users'")
+            _ = try await store.rotateRefreshToken(presentedHash: "l1", newHash: "l2", now: now)
+            let listed = try await store.sessions(userID: alice.id, now: now)
+            #expect(listed.map(\.id) == [laptop.id, phone.id], "the laptop refreshed last")
+            #expect(listed.first?.userAgent == "Laptop")
+            #expect(listed.first?.lastUsedAt == now)
+            #expect(listed.last?.lastUsedAt == nil)
+        }
+    }
+
+    @Test("setting a password stores the hash and revokes every other live session in one step", arguments: StoreFactory.all)
+    func setPassword(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let alice = try await store.makeUser("alice")
+            let bob = try await store.makeUser("bob")
+            let now = Date()
+            let current = try await store.createSession(id: .v7(), userID: alice.id, refreshTokenHash: "c", expiresAt: now + 3600, now: now)
+            let other1 = try await store.createSession(id: .v7(), userID: alice.id, refreshTokenHash: "o1", expiresAt: now + 3600, now: now)
+            let other2 = try await store.createSession(id: .v7(), userID: alice.id, refreshTokenHash: "o2", expiresAt: now + 3600, now: now)
+            let bobs = try await store.createSession(id: .v7(), userID: bob.id, refreshTokenHash: "b", expiresAt: now + 3600, now: now)
+
+            let revoked = try await store.setPassword(userID: alice.id, passwordHash: "new-hash", keeping: current.id, now: now)
+            #expect(Set(revoked) == [other1.id, other2.id])
+            #expect(try await store.credentials(login: "alice")?.passwordHash == "new-hash")
+            #expect(try await store.credentials(login: "bob")?.passwordHash == "hash-bob")
+            #expect(try await store.sessions(userID: alice.id, now: now).map(\.id) == [current.id])
+            #expect(try await store.session(id: bobs.id)?.isActive(at: now) == true)
+            #expect(try await store.rotateRefreshToken(presentedHash: "o1", newHash: "o1b", now: now) == .invalid)
+            #expect(try await store.setPassword(userID: alice.id, passwordHash: "newer", keeping: current.id, now: now).isEmpty)
+        }
+    }
+
+    @Test("failed logins count per key, start again once forgotten, clear on request, and old records of other keys go", arguments: StoreFactory.all)
+    func loginFailures(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let now = Date().truncatedToMillis
+            let forget = now - 3600
+            #expect(try await store.loginFailures(key: "user:a") == nil)
+            #expect(try await store.recordLoginFailure(key: "user:a", now: now - 7200, forgetBefore: forget - 7200).count == 1)
+            #expect(try await store.recordLoginFailure(key: "login:ghost", now: now - 7200, forgetBefore: forget - 7200).count == 1)
+            // Two hours later the first failure is forgotten: counting starts again at one.
+            #expect(
+                try await store.recordLoginFailure(key: "user:a", now: now - 2, forgetBefore: forget)
+                    == LoginFailures(count: 1, lastFailureAt: now - 2))
+            #expect(try await store.loginFailures(key: "login:ghost") == nil, "an old record of another key was dropped")
+            #expect(try await store.recordLoginFailure(key: "user:a", now: now - 1, forgetBefore: forget).count == 2)
+            #expect(try await store.recordLoginFailure(key: "user:b", now: now, forgetBefore: forget).count == 1)
+            #expect(try await store.recordLoginFailure(key: "user:a", now: now, forgetBefore: forget).count == 3)
+            #expect(try await store.loginFailures(key: "user:a") == LoginFailures(count: 3, lastFailureAt: now))
+            try await store.clearLoginFailures(key: "user:a")
+            #expect(try await store.loginFailures(key: "user:a") == nil)
+            #expect(try await store.loginFailures(key: "user:b")?.count == 1)
+        }
+    }
 }

@@ -87,3 +87,16 @@ struct UUIDv7Tests {
         }
     }
 }
+
+@Suite("The delay after failed logins")
+struct LoginDelayTests {
+    @Test("free failures cost nothing, then the wait doubles from the first delay up to the cap")
+    func schedule() {
+        let delay = LoginDelay(freeFailures: 5, firstSeconds: 1, maxSeconds: 900)
+        #expect((0...4).map(delay.seconds(after:)) == [0, 0, 0, 0, 0])
+        #expect((5...15).map(delay.seconds(after:)) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900])
+        #expect(delay.seconds(after: 10_000) == 900, "no overflow however many failures")
+        let slow = LoginDelay(freeFailures: 1, firstSeconds: 60, maxSeconds: 600)
+        #expect((1...6).map(slow.seconds(after:)) == [60, 120, 240, 480, 600, 600])
+    }
+}

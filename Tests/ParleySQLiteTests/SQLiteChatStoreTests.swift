@@ -33,7 +33,7 @@ struct SQLiteChatStoreTests {
         #expect(
             applied == [
                 "v1_initial", "v2_last_seen", "v3_outbox", "v4_outbox_created_at", "v5_message_features", "v6_attachments",
-                "v7_search_index_in_batches",
+                "v7_search_index_in_batches", "v8_account_security",
             ])
         let mode = try await queue.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
         #expect(mode == "wal")

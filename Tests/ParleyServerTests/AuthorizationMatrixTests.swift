@@ -27,6 +27,11 @@ struct AuthorizationMatrixTests {
         .init(method: .get, path: "/api/v1/users/me", conversationScoped: false),
         .init(method: .get, path: "/api/v1/users?query=a", conversationScoped: false),
         .init(method: .post, path: "/api/v1/auth/logout", conversationScoped: false),
+        .init(
+            method: .put, path: "/api/v1/users/me/password", body: #"{"currentPassword":"password123","newPassword":"hijacked1"}"#,
+            conversationScoped: false),
+        .init(method: .get, path: "/api/v1/sessions", conversationScoped: false),
+        .init(method: .delete, path: "/api/v1/sessions/{id}", conversationScoped: false),
         .init(method: .get, path: "/api/v1/conversations", conversationScoped: false),
         .init(method: .post, path: "/api/v1/conversations", body: #"{"type":"group","name":"x"}"#, conversationScoped: false),
         .init(method: .get, path: "/api/v1/conversations/{id}", conversationScoped: true),

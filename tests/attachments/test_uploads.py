@@ -10,17 +10,17 @@ import concurrent.futures
 import http.client
 import json
 import os
-import subprocess
+import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.environ.get("PARLEY_BIN", os.path.join(ROOT, ".build", "debug", "parley"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import parley_node  # noqa: E402
+
 PORT = int(os.environ.get("PARLEY_UPLOADS_PORT", "18320"))
 BASE = f"http://127.0.0.1:{PORT}"
 MIB = 1024 * 1024
@@ -42,18 +42,7 @@ def api(method, path, token=None, body=None, expect=200):
 
 
 def start(data_dir, log):
-    env = dict(os.environ, PARLEY_BCRYPT_COST="4", PARLEY_RATE_LIMITS="false")
-    process = subprocess.Popen([BIN, "serve", "--port", str(PORT), "--data-dir", data_dir], stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(BASE + "/ready", timeout=1).read()
-            return process
-        except (urllib.error.URLError, ConnectionError):
-            assert process.poll() is None, "the server exited while starting"
-            time.sleep(0.05)
-    process.kill()
-    raise AssertionError("the server did not become ready")
+    return parley_node.start(PORT, data_dir, log)
 
 
 @pytest.fixture

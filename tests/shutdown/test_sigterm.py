@@ -10,17 +10,16 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import tempfile
+import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import websockets
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.environ.get("PARLEY_BIN", os.path.join(ROOT, ".build", "debug", "parley"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import parley_node  # noqa: E402
+
 PORT = int(os.environ.get("PARLEY_SHUTDOWN_PORT", "18300"))
 BASE = f"http://127.0.0.1:{PORT}"
 WS = f"ws://127.0.0.1:{PORT}/api/v1/ws"
@@ -29,31 +28,11 @@ GRACE_SECONDS = 15
 
 
 def api(method, path, token=None, body=None):
-    request = urllib.request.Request(BASE + path, method=method)
-    request.add_header("content-type", "application/json")
-    if token:
-        request.add_header("authorization", f"Bearer {token}")
-    data = json.dumps(body).encode() if body is not None else None
-    with urllib.request.urlopen(request, data=data, timeout=10) as response:
-        payload = response.read()
-        return json.loads(payload) if payload else None
+    return parley_node.api(PORT, method, path, token, body)
 
 
 def start(data_dir, log):
-    env = dict(os.environ, PARLEY_BCRYPT_COST="4", PARLEY_RATE_LIMITS="false")
-    process = subprocess.Popen(
-        [BIN, "serve", "--port", str(PORT), "--data-dir", data_dir, "--log-format", "json"],
-        stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(BASE + "/ready", timeout=1).read()
-            return process
-        except (urllib.error.URLError, ConnectionError):
-            assert process.poll() is None, "the server exited while starting"
-            time.sleep(0.05)
-    process.kill()
-    raise AssertionError("the server did not become ready")
+    return parley_node.start(PORT, data_dir, log, args=["--log-format", "json"])
 
 
 class Sender:

@@ -37,7 +37,8 @@ struct Node: Sendable {
             issuer: tokens,
             limits: configuration.limits,
             refreshLifetimeSeconds: configuration.refreshTokenSeconds,
-            bus: bus
+            bus: bus,
+            loginDelay: configuration.loginDelay
         )
         let typing = TypingTracker(throttle: configuration.gateway.typingThrottleSeconds, ttl: configuration.gateway.typingTTLSeconds)
         var pipelineConfiguration = configuration.sendPipeline

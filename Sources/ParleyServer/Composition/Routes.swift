@@ -48,7 +48,8 @@ func buildRouter(_ node: Node) -> Router<ParleyRequestContext> {
     let authenticated = api.group().add(
         middleware: AuthMiddleware(authenticator: node.authenticator, limiter: limiter, policy: configuration.rateLimits.api)
     )
-    UserController(accounts: node.accounts).addRoutes(to: authenticated.group("users"))
+    UserController(accounts: node.accounts, maxRequestBytes: configuration.maxRequestBytes).addRoutes(to: authenticated.group("users"))
+    SessionController(accounts: node.accounts).addRoutes(to: authenticated.group("sessions"))
     ConversationController(
         chat: node.chat,
         janitor: node.janitor,

@@ -45,7 +45,8 @@ struct AuthController {
             username: body.username,
             email: body.email,
             password: body.password,
-            displayName: body.displayName
+            displayName: body.displayName,
+            userAgent: request.headers[.userAgent]
         )
         context.logger.info("user registered", metadata: ["parley.user_id": "\(user.id.lowercased)"])
         return try authResponse(user: user, tokens: tokens, status: .created)
@@ -54,7 +55,7 @@ struct AuthController {
     @Sendable func login(_ request: Request, context: ParleyRequestContext) async throws -> Response {
         try await limitAuth(request, context)
         let body = try await APIJSON.decode(LoginRequest.self, from: request, maxBytes: maxRequestBytes)
-        let (user, tokens) = try await accounts.login(body.login, password: body.password)
+        let (user, tokens) = try await accounts.login(body.login, password: body.password, userAgent: request.headers[.userAgent])
         return try authResponse(user: user, tokens: tokens, status: .ok)
     }
 

@@ -2,9 +2,16 @@ import Foundation
 import Hummingbird
 import ParleyCore
 
-/// `/api/v1/users`: the caller's profile and user search.
+/// `/api/v1/users`: the caller's profile, their password, and user search.
 struct UserController {
     let accounts: AccountService
+    let maxRequestBytes: Int
+
+    struct PasswordRequest: StrictDecodable {
+        static let fields: Set<String> = ["currentPassword", "newPassword"]
+        var currentPassword: String
+        var newPassword: String
+    }
 
     struct UsersResponse: Encodable {
         var users: [UserDTO]
@@ -12,6 +19,7 @@ struct UserController {
 
     func addRoutes(to group: RouterGroup<ParleyRequestContext>) {
         group.get("me", use: me)
+        group.put("me/password", use: changePassword)
         group.get(use: search)
     }
 
@@ -19,6 +27,17 @@ struct UserController {
         let identity = try context.requireIdentity()
         let user = try await accounts.profile(of: identity.userID)
         return try APIJSON.response(UserDTO(user, includeEmail: true))
+    }
+
+    /// `PUT /users/me/password` `{currentPassword, newPassword}` → 204. Every other session of the
+    /// caller is signed out; this one stays.
+    @Sendable func changePassword(_ request: Request, context: ParleyRequestContext) async throws -> Response {
+        let identity = try context.requireIdentity()
+        let body = try await APIJSON.decode(PasswordRequest.self, from: request, maxBytes: maxRequestBytes)
+        try await accounts.changePassword(
+            userID: identity.userID, sessionID: identity.sessionID, current: body.currentPassword, new: body.newPassword)
+        context.logger.info("password changed", metadata: ["parley.user_id": "\(identity.userID.lowercased)"])
+        return Response(status: .noContent)
     }
 
     @Sendable func search(_ request: Request, context: ParleyRequestContext) async throws -> Response {

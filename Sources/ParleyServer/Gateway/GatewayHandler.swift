@@ -29,6 +29,12 @@ final class GatewayHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        // No extension is negotiated (no compression: nothing to inflate into a bomb), so a set
+        // reserved bit is a protocol error (RFC 6455 §5.2), not a frame to read.
+        guard !frame.rsv1, !frame.rsv2, !frame.rsv3 else {
+            close(context, code: 1002, reason: "reserved bits set")
+            return
+        }
         switch frame.opcode {
         case .text:
             let bytes = frame.unmaskedData

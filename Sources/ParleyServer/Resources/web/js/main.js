@@ -1,5 +1,6 @@
 // The Parley web client: state, rendering and wiring. Plain ES modules, no build step.
 
+import { closeAccount, wireAccount } from './account.js';
 import { api, auth, ApiError, refreshSession, sessionHint } from './api.js';
 import { $, h, setError, debounce, formatTime, dayKey, dayLabel, shortStamp, initials } from './dom.js';
 import { askNotificationPermission, notify } from './notify.js';
@@ -137,6 +138,7 @@ async function signOut() {
 
 function signOutLocally() {
   sessionHint.clear();
+  closeAccount();
   if (socket) socket.stop();
   socket = null;
   state.me = null;
@@ -1663,6 +1665,7 @@ function renderChosen() {
 
 function wireApp() {
   $('#signout-button').addEventListener('click', signOut);
+  wireAccount(() => state.me);
   $('#back-button').addEventListener('click', closeConversationView);
   $('#composer').addEventListener('submit', (event) => { event.preventDefault(); sendMessage(); });
   $('#attach-button').addEventListener('click', () => $('#file-input').click());

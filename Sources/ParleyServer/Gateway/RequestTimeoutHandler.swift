@@ -1,0 +1,104 @@
+import NIOCore
+import NIOHTTP1
+
+/// Deadlines for slow clients on an HTTP connection, so that a peer trickling its request (the
+/// slowloris attack) or connecting and sending nothing cannot hold a socket for long:
+///
+/// - `head`: a new connection's first request head must be complete within it;
+/// - `body`: the longest pause between two reads of a request body;
+/// - `keepAlive`: how long a connection may sit idle after a response before its next request
+///   head is complete (longer than nginx's upstream keep-alive of 60 s, so a proxy never reuses a
+///   connection the node is closing).
+///
+/// While a request is being answered nothing is timed (a handler may take its time). An upgrade
+/// request removes the handler: a WebSocket has its own authentication timeout and heartbeat.
+/// Sits between the HTTP decoder and the upgrade handler.
+final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    struct Timeouts: Sendable, Equatable {
+        var head: TimeAmount
+        var body: TimeAmount
+        var keepAlive: TimeAmount
+
+        init(head: Double, body: Double, keepAlive: Double) {
+            self.head = .nanoseconds(Int64(head * 1e9))
+            self.body = .nanoseconds(Int64(body * 1e9))
+            self.keepAlive = .nanoseconds(Int64(keepAlive * 1e9))
+        }
+    }
+
+    private let timeouts: Timeouts
+    private var deadline: Scheduled<Void>?
+    private var removed = false
+
+    init(timeouts: Timeouts) {
+        self.timeouts = timeouts
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { arm(context, timeouts.head) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(context, timeouts.head)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        removed = true
+        disarm()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        disarm()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            if head.headers[canonicalForm: "upgrade"].contains(where: { $0.lowercased() == "websocket" }) {
+                disarm()
+                context.fireChannelRead(data)
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+                return
+            }
+            arm(context, timeouts.body)
+        case .body:
+            arm(context, timeouts.body)
+        case .end:
+            disarm()
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) {
+            // From when the response has gone out (a large download may take a while to write).
+            let future = context.write(data)
+            future.assumeIsolated().whenSuccess { [self] in
+                if !removed, context.channel.isActive { arm(context, timeouts.keepAlive) }
+            }
+            future.cascade(to: promise)
+            return
+        }
+        context.write(data, promise: promise)
+    }
+
+    private func arm(_ context: ChannelHandlerContext, _ timeout: TimeAmount) {
+        deadline?.cancel()
+        let channel = context.channel
+        deadline = context.eventLoop.scheduleTask(in: timeout) {
+            channel.close(promise: nil)
+        }
+    }
+
+    private func disarm() {
+        deadline?.cancel()
+        deadline = nil
+    }
+}
