@@ -131,6 +131,22 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Fuzz harnesses for every parser of untrusted bytes; `parley-fuzz` runs them under
+        // libFuzzer (scripts/fuzz.sh) or replays files through them.
+        .target(
+            name: "ParleyFuzz",
+            dependencies: [
+                "ParleyCore",
+                "ParleyRedis",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "parley-fuzz",
+            dependencies: ["ParleyFuzz"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "ParleyServer",
             dependencies: [
@@ -220,6 +236,11 @@ let package = Package(
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ParleyFuzzTests",
+            dependencies: ["ParleyFuzz"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
