@@ -245,3 +245,27 @@ def test_compression_is_not_negotiated_and_a_compressed_frame_closes_the_socket(
     close = data[data.rfind(b"\x88"):] if b"\x88" in data else b""
     assert close[:1] == b"\x88" and int.from_bytes(close[2:4], "big") == 1002, f"expected close 1002, got {data[-20:]!r}"
     asyncio.run(normal_user_chats())
+
+
+def test_an_upgrade_the_node_will_not_perform_is_answered_as_plain_http(node):
+    """`curl --http2` asks for h2c; a WebSocket upgrade may lack its key or use another method. Each
+    gets an ordinary answer instead of a dropped connection."""
+    requests = [
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n", b"200"),
+        (b"GET /api/v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", b"400"),
+        (b"POST /api/v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+         b"Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n", b"40"),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: foo\r\n\r\n", b"200"),
+    ]
+
+    async def answer(request):
+        reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
+        writer.close()
+        return head
+
+    for request, status in requests:
+        head = asyncio.run(answer(request))
+        assert head.startswith(b"HTTP/1.1 " + status), f"{request[:40]!r} → {head!r}"

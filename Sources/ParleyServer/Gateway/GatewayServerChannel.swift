@@ -112,14 +112,16 @@ struct GatewayServerChannel: ServerChildChannel, HTTPChannelHandler {
             configuration.decoderConfiguration.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
             configuration.decoderConfiguration.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
             let negotiated = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
-            // Between the decoder and the upgrade handler: it sees whole request parts and response ends.
+            // Between the decoder and the upgrade handler: they see whole request parts and response ends.
             let settings = gateway.settings
+            let upgradeHandler = try channel.pipeline.syncOperations.handler(type: NIOTypedHTTPServerUpgradeHandler<Negotiated>.self)
+            try channel.pipeline.syncOperations.addHandler(UpgradeFilterHandler(), position: .before(upgradeHandler))
             try channel.pipeline.syncOperations.addHandler(
                 RequestTimeoutHandler(
                     timeouts: .init(
                         head: settings.requestHeadTimeoutSeconds, body: settings.requestBodyTimeoutSeconds,
                         keepAlive: settings.keepAliveTimeoutSeconds)),
-                position: .before(try channel.pipeline.syncOperations.handler(type: NIOTypedHTTPServerUpgradeHandler<Negotiated>.self)))
+                position: .before(upgradeHandler))
             return Value(negotiated: negotiated, channel: channel)
         }
     }

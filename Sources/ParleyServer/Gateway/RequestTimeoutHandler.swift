@@ -34,6 +34,9 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
     private let timeouts: Timeouts
     private var deadline: Scheduled<Void>?
     private var removed = false
+    /// The response to the current request has been written (it may go out before the request's
+    /// body has all arrived, e.g. a 413).
+    private var answered = false
 
     init(timeouts: Timeouts) {
         self.timeouts = timeouts
@@ -61,17 +64,18 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            if head.headers[canonicalForm: "upgrade"].contains(where: { $0.lowercased() == "websocket" }) {
+            if UpgradeFilterHandler.isWebSocketUpgrade(head) {
                 disarm()
                 context.fireChannelRead(data)
                 context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
                 return
             }
+            answered = false
             arm(context, timeouts.body)
         case .body:
             arm(context, timeouts.body)
         case .end:
-            disarm()
+            if answered { arm(context, timeouts.keepAlive) } else { disarm() }
         }
         context.fireChannelRead(data)
     }
@@ -80,6 +84,7 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
         if case .end = unwrapOutboundIn(data) {
             // From when the response has gone out (a large download may take a while to write).
             let future = context.write(data)
+            answered = true
             future.assumeIsolated().whenSuccess { [self] in
                 if !removed, context.channel.isActive { arm(context, timeouts.keepAlive) }
             }
