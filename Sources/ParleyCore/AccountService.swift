@@ -88,16 +88,15 @@ public struct AccountService: Sendable {
         }
         let credentials = try await store.credentials(login: key)
         let failureKey = credentials.map { Self.failureKey(userID: $0.user.id) } ?? "login:" + key
-        try await checkLoginDelay(failureKey, now: now)
+        // Counted before the check, so that parallel attempts cannot all pass one opening.
+        try await reserveAttempt(failureKey, now: now)
         guard let credentials else {
             // Spend the same time as a real check so response times do not reveal which logins exist.
             // A hasher that fails here fails the login as an internal error: never skip the check.
             _ = try await hasher.verify(password, against: try await dummyHash.value(hasher))
-            _ = try await store.recordLoginFailure(key: failureKey, now: now, forgetBefore: forgetBefore(now))
             throw Self.badCredentials
         }
         guard try await hasher.verify(password, against: credentials.passwordHash) else {
-            _ = try await store.recordLoginFailure(key: failureKey, now: now, forgetBefore: forgetBefore(now))
             throw Self.badCredentials
         }
         try await store.clearLoginFailures(key: failureKey)
@@ -113,9 +112,8 @@ public struct AccountService: Sendable {
             throw ParleyError.unauthenticated()
         }
         let failureKey = Self.failureKey(userID: userID)
-        try await checkLoginDelay(failureKey, now: now)
+        try await reserveAttempt(failureKey, now: now)
         guard current.utf8.count <= limits.maxPasswordBytes, try await hasher.verify(current, against: credentials.passwordHash) else {
-            _ = try await store.recordLoginFailure(key: failureKey, now: now, forgetBefore: forgetBefore(now))
             throw ParleyError.forbidden("The current password is incorrect.", code: "wrong_password")
         }
         let hash = try await hasher.hash(new)
@@ -143,11 +141,9 @@ public struct AccountService: Sendable {
 
     private func forgetBefore(_ now: Date) -> Date { now - TimeInterval(loginDelay.forgetSeconds) }
 
-    /// Throws `login_delayed` while the account's last failure is more recent than its delay.
-    private func checkLoginDelay(_ key: String, now: Date) async throws {
-        guard let failures = try await store.loginFailures(key: key), failures.lastFailureAt >= forgetBefore(now) else { return }
-        let until = failures.lastFailureAt + TimeInterval(loginDelay.seconds(after: failures.count))
-        if until > now {
+    /// Counts an attempt for `key`, or throws `login_delayed` while it must wait.
+    private func reserveAttempt(_ key: String, now: Date) async throws {
+        if case .delayed(let until) = try await store.reserveLoginAttempt(key: key, now: now, forgetBefore: forgetBefore(now), delay: loginDelay) {
             throw ParleyError.loginDelayed(retryAfterSeconds: max(1, Int(until.timeIntervalSince(now).rounded(.up))))
         }
     }

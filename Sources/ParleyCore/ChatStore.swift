@@ -53,9 +53,13 @@ public protocol AccountStore: Sendable {
     // MARK: Failed logins (shared by every node, so the delay holds across a cluster)
 
     func loginFailures(key: String) async throws -> LoginFailures?
-    /// Counts one more failure for `key` (starting again from one if the last was before
-    /// `forgetBefore`) and drops other keys' records older than that. Returns the new record.
-    func recordLoginFailure(key: String, now: Date, forgetBefore: Date) async throws -> LoginFailures
+    /// Decides and counts a login attempt for `key` in one atomic step, so that attempts made at
+    /// the same time (on any node) cannot all slip through one opening: `.delayed` while its
+    /// `nextAllowedAt` is in the future (nothing counted), else the attempt is counted up front as
+    /// one more failure (starting again from one if the last was before `forgetBefore`) and the next
+    /// allowed time becomes `now + delay.seconds(after: count)`. Also drops other keys' records
+    /// older than `forgetBefore`.
+    func reserveLoginAttempt(key: String, now: Date, forgetBefore: Date, delay: LoginDelay) async throws -> LoginAttempt
     func clearLoginFailures(key: String) async throws
 }
 

@@ -42,7 +42,7 @@ public struct KeyRing: Sendable {
         var ids: [String] = []
         var keys: [String: SymmetricKey] = [:]
         for (index, entry) in text.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
-            let parts = entry.trimmingCharacters(in: .whitespaces).split(separator: ":", maxSplits: 1)
+            let parts = entry.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":", maxSplits: 1)
             guard parts.count == 2 else { throw .malformed("entry \(index + 1) is not keyId:base64key") }
             let id = String(parts[0])
             guard (1...32).contains(id.utf8.count), id.utf8.allSatisfy({ Self.isIDByte($0) }) else {

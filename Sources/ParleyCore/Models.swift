@@ -74,14 +74,26 @@ public struct Session: Sendable, Equatable {
 /// Failed logins recorded against one login key (an account, or a login that names none), for the
 /// per-account delay after repeated failures.
 public struct LoginFailures: Sendable, Equatable {
-    /// Failures in a row (since the last success, or since they were forgotten).
+    /// Attempts in a row that did not succeed (since the last success, or since they were forgotten).
     public var count: Int
     public var lastFailureAt: Date
+    /// No attempt is checked before this time.
+    public var nextAllowedAt: Date
 
-    public init(count: Int, lastFailureAt: Date) {
+    public init(count: Int, lastFailureAt: Date, nextAllowedAt: Date) {
         self.count = count
         self.lastFailureAt = lastFailureAt
+        self.nextAllowedAt = nextAllowedAt
     }
+}
+
+/// What `reserveLoginAttempt` decided.
+public enum LoginAttempt: Sendable, Equatable {
+    /// The attempt may be checked; it is already counted as the `count`th failure in a row (a success
+    /// clears the count).
+    case counted(Int)
+    /// The key must wait: nothing was counted.
+    case delayed(until: Date)
 }
 
 public enum RefreshOutcome: Sendable, Equatable {

@@ -298,28 +298,47 @@ public final class PostgresChatStore: ChatStore {
 
     public func loginFailures(key: String) async throws -> LoginFailures? {
         try await guarded {
-            for try await (count, last) in try await client.run("SELECT failures, last_failure_at FROM login_failures WHERE key = \(key)").decode(
-                (Int, Int64).self)
-            {
-                return LoginFailures(count: count, lastFailureAt: Self.date(last))
+            for try await (count, last, next) in try await client.run(
+                "SELECT failures, last_failure_at, next_allowed_at FROM login_failures WHERE key = \(key)"
+            ).decode((Int, Int64, Int64).self) {
+                return LoginFailures(count: count, lastFailureAt: Self.date(last), nextAllowedAt: Self.date(next))
             }
             return nil
         }
     }
 
-    public func recordLoginFailure(key: String, now: Date, forgetBefore: Date) async throws -> LoginFailures {
-        try await transaction { db in
-            try await db.execute("DELETE FROM login_failures WHERE last_failure_at < \(forgetBefore.millis) AND key <> \(key)")
-            let count = try await db.first(
+    public func reserveLoginAttempt(key: String, now: Date, forgetBefore: Date, delay: LoginDelay) async throws -> LoginAttempt {
+        let attempt = try await transaction { db -> LoginAttempt in
+            // The row exists (an old empty one if new), then is locked: attempts at the same moment on
+            // any node take turns here.
+            try await db.execute(
+                "INSERT INTO login_failures (key, failures, last_failure_at, next_allowed_at) VALUES (\(key), 0, 0, 0) ON CONFLICT (key) DO NOTHING")
+            var count = 1
+            for try await (failures, last, next) in try await db.run(
+                "SELECT failures, last_failure_at, next_allowed_at FROM login_failures WHERE key = \(key) FOR UPDATE"
+            ).decode((Int, Int64, Int64).self) where last >= forgetBefore.millis {
+                if next > now.millis { return .delayed(until: Self.date(next)) }
+                count = failures + 1
+            }
+            let next = now + TimeInterval(delay.seconds(after: count))
+            try await db.execute(
                 """
-                INSERT INTO login_failures AS f (key, failures, last_failure_at) VALUES (\(key), 1, \(now.millis))
-                ON CONFLICT (key) DO UPDATE SET
-                    failures = CASE WHEN f.last_failure_at < \(forgetBefore.millis) THEN 1 ELSE f.failures + 1 END,
-                    last_failure_at = excluded.last_failure_at
-                RETURNING failures
-                """, as: Int.self)
-            return LoginFailures(count: count ?? 1, lastFailureAt: now.truncatedToMillis)
+                UPDATE login_failures SET failures = \(count), last_failure_at = \(now.millis), next_allowed_at = \(next.millis)
+                WHERE key = \(key)
+                """)
+            return .counted(count)
         }
+        // Old records of other keys go outside that transaction, skipping rows another attempt holds
+        // (two attempts deleting each other's rows would deadlock).
+        try await guarded {
+            try await client.execute(
+                """
+                DELETE FROM login_failures WHERE key IN (
+                    SELECT key FROM login_failures WHERE last_failure_at < \(forgetBefore.millis) AND key <> \(key)
+                    LIMIT 1000 FOR UPDATE SKIP LOCKED)
+                """)
+        }
+        return attempt
     }
 
     public func clearLoginFailures(key: String) async throws {

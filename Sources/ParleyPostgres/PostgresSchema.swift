@@ -220,7 +220,8 @@ enum PostgresSchema {
                 CREATE TABLE login_failures (
                     key text PRIMARY KEY,
                     failures integer NOT NULL,
-                    last_failure_at bigint NOT NULL
+                    last_failure_at bigint NOT NULL,
+                    next_allowed_at bigint NOT NULL
                 )
                 """,
                 "CREATE INDEX login_failures_age ON login_failures (last_failure_at)",

@@ -287,26 +287,38 @@ public final class SQLiteChatStore: ChatStore {
 
     public func loginFailures(key: String) async throws -> LoginFailures? {
         try await pool.read { db in
-            try Row.fetchOne(db.cachedStatement(sql: "SELECT failures, last_failure_at FROM login_failures WHERE key = ?"), arguments: [key])
-                .map { LoginFailures(count: $0["failures"], lastFailureAt: Self.date($0["last_failure_at"])) }
+            try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT failures, last_failure_at, next_allowed_at FROM login_failures WHERE key = ?"), arguments: [key]
+            )
+            .map {
+                LoginFailures(count: $0["failures"], lastFailureAt: Self.date($0["last_failure_at"]), nextAllowedAt: Self.date($0["next_allowed_at"]))
+            }
         }
     }
 
-    public func recordLoginFailure(key: String, now: Date, forgetBefore: Date) async throws -> LoginFailures {
+    public func reserveLoginAttempt(key: String, now: Date, forgetBefore: Date, delay: LoginDelay) async throws -> LoginAttempt {
+        // One write transaction: SQLite runs them one at a time, so the read and the update are atomic.
         try await pool.write { db in
+            var count = 1
+            if let row = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT failures, last_failure_at, next_allowed_at FROM login_failures WHERE key = ?"), arguments: [key]),
+                (row["last_failure_at"] as Int64) >= forgetBefore.millis
+            {
+                let next: Int64 = row["next_allowed_at"]
+                if next > now.millis { return .delayed(until: Self.date(next)) }
+                count = (row["failures"] as Int) + 1
+            }
+            let next = now + TimeInterval(delay.seconds(after: count))
+            try db.cachedStatement(
+                sql: """
+                    INSERT INTO login_failures (key, failures, last_failure_at, next_allowed_at) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (key) DO UPDATE SET
+                        failures = excluded.failures, last_failure_at = excluded.last_failure_at, next_allowed_at = excluded.next_allowed_at
+                    """
+            ).execute(arguments: [key, count, now.millis, next.millis])
             try db.cachedStatement(sql: "DELETE FROM login_failures WHERE last_failure_at < ? AND key <> ?").execute(
                 arguments: [forgetBefore.millis, key])
-            let count = try Int.fetchOne(
-                db.cachedStatement(
-                    sql: """
-                        INSERT INTO login_failures (key, failures, last_failure_at) VALUES (?, 1, ?)
-                        ON CONFLICT (key) DO UPDATE SET
-                            failures = CASE WHEN last_failure_at < ? THEN 1 ELSE failures + 1 END,
-                            last_failure_at = excluded.last_failure_at
-                        RETURNING failures
-                        """),
-                arguments: [key, now.millis, forgetBefore.millis])
-            return LoginFailures(count: count ?? 1, lastFailureAt: now.truncatedToMillis)
+            return .counted(count)
         }
     }
 

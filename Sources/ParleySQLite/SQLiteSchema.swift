@@ -237,7 +237,8 @@ enum SQLiteSchema {
                     CREATE TABLE login_failures (
                         key TEXT PRIMARY KEY NOT NULL,
                         failures INTEGER NOT NULL,
-                        last_failure_at INTEGER NOT NULL
+                        last_failure_at INTEGER NOT NULL,
+                        next_allowed_at INTEGER NOT NULL
                     ) WITHOUT ROWID;
                     CREATE INDEX login_failures_age ON login_failures (last_failure_at);
                     """

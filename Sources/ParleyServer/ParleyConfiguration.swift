@@ -312,6 +312,11 @@ public struct ParleyConfiguration: Sendable {
             guard (60...604_800).contains(v) else { throw ConfigurationError("PARLEY_LOGIN_FORGET_SECONDS must be 60–604800, got \(v)") }
             loginDelay.forgetSeconds = v
         }
+        guard loginDelay.forgetSeconds > loginDelay.maxSeconds else {
+            throw ConfigurationError(
+                "PARLEY_LOGIN_FORGET_SECONDS (\(loginDelay.forgetSeconds)) must be longer than PARLEY_LOGIN_MAX_DELAY_SECONDS (\(loginDelay.maxSeconds)): failures would be forgotten before the longest wait"
+            )
+        }
         if let v = try bool("SECURE_COOKIES") { secureCookies = v }
         if let v = try bool("TRUST_PROXY") { trustProxyHeaders = v }
         if let v = value("CORS_ORIGINS") {

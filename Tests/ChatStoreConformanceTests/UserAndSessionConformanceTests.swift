@@ -128,26 +128,49 @@ struct UserAndSessionConformanceTests {
         }
     }
 
-    @Test("failed logins count per key, start again once forgotten, clear on request, and old records of other keys go", arguments: StoreFactory.all)
-    func loginFailures(factory: StoreFactory) async throws {
+    @Test(
+        "login attempts are counted before they are checked, wait once past the free ones, and are forgotten or cleared", arguments: StoreFactory.all)
+    func loginAttempts(factory: StoreFactory) async throws {
         try await factory.with { store in
+            let delay = LoginDelay(freeFailures: 2, firstSeconds: 60, maxSeconds: 600, forgetSeconds: 3600)
             let now = Date().truncatedToMillis
-            let forget = now - 3600
+            func reserve(_ key: String, at time: Date) async throws -> LoginAttempt {
+                try await store.reserveLoginAttempt(key: key, now: time, forgetBefore: time - 3600, delay: delay)
+            }
             #expect(try await store.loginFailures(key: "user:a") == nil)
-            #expect(try await store.recordLoginFailure(key: "user:a", now: now - 7200, forgetBefore: forget - 7200).count == 1)
-            #expect(try await store.recordLoginFailure(key: "login:ghost", now: now - 7200, forgetBefore: forget - 7200).count == 1)
-            // Two hours later the first failure is forgotten: counting starts again at one.
-            #expect(
-                try await store.recordLoginFailure(key: "user:a", now: now - 2, forgetBefore: forget)
-                    == LoginFailures(count: 1, lastFailureAt: now - 2))
+            #expect(try await reserve("login:ghost", at: now - 7200) == .counted(1))
+            #expect(try await reserve("user:a", at: now) == .counted(1))
             #expect(try await store.loginFailures(key: "login:ghost") == nil, "an old record of another key was dropped")
-            #expect(try await store.recordLoginFailure(key: "user:a", now: now - 1, forgetBefore: forget).count == 2)
-            #expect(try await store.recordLoginFailure(key: "user:b", now: now, forgetBefore: forget).count == 1)
-            #expect(try await store.recordLoginFailure(key: "user:a", now: now, forgetBefore: forget).count == 3)
-            #expect(try await store.loginFailures(key: "user:a") == LoginFailures(count: 3, lastFailureAt: now))
+            #expect(try await reserve("user:a", at: now + 1) == .counted(2))
+            #expect(try await store.loginFailures(key: "user:a") == LoginFailures(count: 2, lastFailureAt: now + 1, nextAllowedAt: now + 61))
+            // Past the free ones: wait, and waiting attempts are not counted.
+            #expect(try await reserve("user:a", at: now + 2) == .delayed(until: now + 61))
+            #expect(try await reserve("user:a", at: now + 60) == .delayed(until: now + 61))
+            #expect(try await store.loginFailures(key: "user:a")?.count == 2)
+            #expect(try await reserve("user:a", at: now + 61) == .counted(3))
+            #expect(try await reserve("user:a", at: now + 62) == .delayed(until: now + 181), "twice as long")
+            // An hour after the last attempt it starts again; a success clears it at once.
+            #expect(try await reserve("user:a", at: now + 3700) == .counted(1))
+            #expect(try await reserve("user:b", at: now + 3700) == .counted(1))
             try await store.clearLoginFailures(key: "user:a")
             #expect(try await store.loginFailures(key: "user:a") == nil)
             #expect(try await store.loginFailures(key: "user:b")?.count == 1)
+        }
+    }
+
+    @Test("attempts made at the same moment cannot all pass one opening", arguments: StoreFactory.all)
+    func concurrentLoginAttempts(factory: StoreFactory) async throws {
+        try await factory.with { store in
+            let delay = LoginDelay(freeFailures: 1, firstSeconds: 60, maxSeconds: 600, forgetSeconds: 3600)
+            let now = Date().truncatedToMillis
+            let results = try await withThrowingTaskGroup(of: LoginAttempt.self) { group in
+                for _ in 0..<10 {
+                    group.addTask { try await store.reserveLoginAttempt(key: "user:raced", now: now, forgetBefore: now - 3600, delay: delay) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(results.filter { $0 == .counted(1) }.count == 1, "\(results)")
+            #expect(results.filter { $0 == .delayed(until: now + 60) }.count == 9)
         }
     }
 }

@@ -36,6 +36,8 @@ def api(method, path, token=None, body=None):
 def node():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = min(hard, 20000)
+    if wanted < FLOOD + 500:
+        pytest.fail(f"the open-file limit ({hard}) is below the {FLOOD} connections this test opens (set PARLEY_ABUSE_CONNECTIONS)")
     resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))  # the node inherits it
     env = {"PARLEY_HTTP_HEADER_TIMEOUT_SECONDS": str(HEAD_TIMEOUT), "PARLEY_HTTP_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
            "PARLEY_HTTP_KEEPALIVE_SECONDS": str(KEEPALIVE), "PARLEY_WS_AUTH_TIMEOUT_SECONDS": str(AUTH_TIMEOUT)}
@@ -172,7 +174,9 @@ def test_ten_thousand_sockets_that_never_authenticate_are_closed_and_released(no
         await writer.drain()
         status = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
         assert status.startswith(b"HTTP/1.1 101"), status[:40]
-        return reader, writer, time.monotonic()
+        upgraded = time.monotonic()
+        # Watch for the close from now on, so that a slow opening of the rest does not delay the reading.
+        return reader, writer, upgraded, asyncio.create_task(closed(reader, upgraded))
 
     async def closed(reader, upgraded):
         # The server's close frame: 0x88, length, then the code (big-endian); and how long after the upgrade.
@@ -188,11 +192,11 @@ def test_ten_thousand_sockets_that_never_authenticate_are_closed_and_released(no
         opened = time.monotonic() - started
         held = open_fds(node)
         # Sockets upgraded more than the auth timeout ago may rightly be gone already.
-        young = sum(1 for _, _, upgraded in sockets if time.monotonic() - upgraded < AUTH_TIMEOUT - 1)
+        young = sum(1 for _, _, upgraded, _ in sockets if time.monotonic() - upgraded < AUTH_TIMEOUT - 1)
         # The node still serves someone real while it holds them all.
         await normal_user_chats()
-        results = await asyncio.gather(*(closed(reader, upgraded) for reader, _, upgraded in sockets))
-        for _, writer, _ in sockets:
+        results = await asyncio.gather(*(watcher for _, _, _, watcher in sockets))
+        for _, writer, _, _ in sockets:
             writer.close()
         return opened, held, young, results
 
@@ -269,3 +273,29 @@ def test_an_upgrade_the_node_will_not_perform_is_answered_as_plain_http(node):
     for request, status in requests:
         head = asyncio.run(answer(request))
         assert head.startswith(b"HTTP/1.1 " + status), f"{request[:40]!r} → {head!r}"
+
+
+def test_a_declined_upgrade_closes_its_connection_and_an_upgrade_with_a_body_gets_no_free_pass(node):
+    async def scenario():
+        # After a declined upgrade the HTTP parser reads nothing more on that connection: the node says
+        # so (Connection: close) and closes, instead of leaving a second request unanswered.
+        reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        declined_closed = await closed_by_server(reader, 5)
+        writer.close()
+        # A WebSocket upgrade head announcing a body, then silence: served as plain HTTP, with its deadlines.
+        reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write((f"GET /api/v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                      f"Sec-WebSocket-Version: 13\r\nContent-Length: 1\r\n\r\n").encode())
+        await writer.drain()
+        with_body_closed = await closed_by_server(reader, BODY_TIMEOUT * 3)
+        writer.close()
+        return head, declined_closed, with_body_closed
+
+    head, declined_closed, with_body_closed = asyncio.run(scenario())
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert declined_closed is not None, "the connection stayed open after a declined upgrade"
+    assert with_body_closed is not None and with_body_closed < BODY_TIMEOUT + 1.5, f"closed after {with_body_closed}"

@@ -139,7 +139,9 @@ struct GatewayServerChannel: ServerChildChannel, HTTPChannelHandler {
                 return
             }
         } catch {
+            // A failed upgrade (e.g. a body where none belongs): nothing else will close it.
             logger.debug("connection ended during negotiation", metadata: ["parley.error": "\(error)"])
+            try? await value.channel.close()
         }
     }
 

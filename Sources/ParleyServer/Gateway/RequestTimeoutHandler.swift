@@ -34,9 +34,13 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
     private let timeouts: Timeouts
     private var deadline: Scheduled<Void>?
     private var removed = false
-    /// The response to the current request has been written (it may go out before the request's
-    /// body has all arrived, e.g. a 413).
-    private var answered = false
+    /// Between a request's head and its end.
+    private var receiving = false
+    /// Requests received in full whose responses have not ended (more than one if the client
+    /// pipelines).
+    private var unanswered = 0
+    /// Responses that ended before their request had all arrived (e.g. a 413 for an upload).
+    private var answeredEarly = 0
 
     init(timeouts: Timeouts) {
         self.timeouts = timeouts
@@ -70,12 +74,14 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
                 context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
                 return
             }
-            answered = false
+            receiving = true
             arm(context, timeouts.body)
         case .body:
             arm(context, timeouts.body)
         case .end:
-            if answered { arm(context, timeouts.keepAlive) } else { disarm() }
+            receiving = false
+            if answeredEarly > 0 { answeredEarly -= 1 } else { unanswered += 1 }
+            settle(context)
         }
         context.fireChannelRead(data)
     }
@@ -84,14 +90,19 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
         if case .end = unwrapOutboundIn(data) {
             // From when the response has gone out (a large download may take a while to write).
             let future = context.write(data)
-            answered = true
-            future.assumeIsolated().whenSuccess { [self] in
-                if !removed, context.channel.isActive { arm(context, timeouts.keepAlive) }
-            }
+            if unanswered > 0 { unanswered -= 1 } else { answeredEarly += 1 }
+            future.assumeIsolated().whenSuccess { [self] in settle(context) }
             future.cascade(to: promise)
             return
         }
         context.write(data, promise: promise)
+    }
+
+    /// After a request or a response ended: idle (keep-alive deadline) once nothing is being
+    /// received or answered; no deadline while a handler works; a body's deadline stays as it is.
+    private func settle(_ context: ChannelHandlerContext) {
+        guard !removed, context.channel.isActive, !receiving else { return }
+        if unanswered > 0 { disarm() } else { arm(context, timeouts.keepAlive) }
     }
 
     private func arm(_ context: ChannelHandlerContext, _ timeout: TimeAmount) {

@@ -12,11 +12,14 @@ final class UpgradeFilterHandler: ChannelInboundHandler, RemovableChannelHandler
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
 
+    /// A WebSocket upgrade NIO will perform: one key, version 13, and no body (an upgrade head
+    /// that announced a body would wait for it with no deadline).
     static func isWebSocketUpgrade(_ head: HTTPRequestHead) -> Bool {
         head.method == .GET
             && head.headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "websocket" }
             && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
-            && !head.headers["sec-websocket-key"].isEmpty && !head.headers["sec-websocket-version"].isEmpty
+            && head.headers["sec-websocket-key"].count == 1 && head.headers["sec-websocket-version"] == ["13"]
+            && head.headers["transfer-encoding"].isEmpty && head.headers["content-length"].allSatisfy { $0 == "0" }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -30,10 +33,10 @@ final class UpgradeFilterHandler: ChannelInboundHandler, RemovableChannelHandler
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
             return
         }
+        // The HTTP decoder has seen an upgrade request and parses nothing after it on this
+        // connection: answer this one and close.
         head.headers.remove(name: "upgrade")
-        let connection = head.headers[canonicalForm: "connection"].filter { $0.lowercased() != "upgrade" }
-        head.headers.remove(name: "connection")
-        for token in connection { head.headers.add(name: "connection", value: String(token)) }
+        head.headers.replaceOrAdd(name: "connection", value: "close")
         context.fireChannelRead(wrapInboundOut(.head(head)))
     }
 }

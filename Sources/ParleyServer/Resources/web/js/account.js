@@ -48,7 +48,8 @@ async function changePassword(event) {
   const confirmation = String(data.get('confirmPassword') || '');
   $('#password-status').textContent = '';
   if (!currentPassword) return setError(form, 'Enter your current password.');
-  if ([...newPassword].length < MIN_PASSWORD) return setError(form, 'The new password needs at least 8 characters.');
+  // The server counts bytes of UTF-8 (8 to 72), not characters.
+  if (new TextEncoder().encode(newPassword).length < MIN_PASSWORD) return setError(form, 'The new password needs at least 8 characters.');
   if (newPassword !== confirmation) return setError(form, 'The new password and its confirmation do not match.');
   setError(form, '');
   const button = form.querySelector('button[type=submit]');
